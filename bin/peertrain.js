@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+// The CLI is written in TypeScript; tsx compiles it on load so there is no build step to forget or go stale.
+import { register } from 'tsx/esm/api';
+
+register();
+await import('../node/cli.ts');

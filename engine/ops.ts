@@ -1,0 +1,117 @@
+/**
+ * Differentiable building blocks written from TF.js core ops, with hand-written gradients where autograd's are
+ * slow or missing: LayerNorm (autograd keeps ~10 intermediates), tanh-GELU, the embedding lookup (tf.gather's
+ * gradient needs UnsortedSegmentSum, which the WASM backend lacks) and softmax cross-entropy.
+ * Activations are 2-D [N, C] (N = B*T) wherever possible so matmuls stay plain 2-D.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+// Gradients of core ops live in a side-effect module; the engine differentiates, so it registers them.
+import '@tensorflow/tfjs-core/dist/register_all_gradients.js';
+
+/** LayerNorm epsilon, as PyTorch's default. */
+export const LN_EPS = 1e-5;
+const GELU_K = Math.sqrt(2 / Math.PI);
+const GELU_C = 0.044715;
+
+type Grad = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
+type SaveFn = (tensors: tf.Tensor[]) => void;
+type Custom<A extends tf.Tensor[]> = (...args: [...A, SaveFn]) => { value: tf.Tensor; gradFunc: Grad };
+
+/** tf.customGrad with the argument typing it lacks. */
+function customGrad<A extends tf.Tensor[]>(f: Custom<A>): (...args: A) => tf.Tensor {
+  return tf.customGrad(f as unknown as tf.CustomGradientFunc<tf.Tensor>) as unknown as (...args: A) => tf.Tensor;
+}
+
+/** LayerNorm over the last axis of x [N, C] with gain and bias [C]. */
+export const layerNorm = customGrad<[tf.Tensor2D, tf.Tensor1D, tf.Tensor1D]>((x, gamma, beta, save) => {
+  const mean = tf.mean(x, -1, true); // [N, 1]
+  const centered = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(centered), -1, true); // [N, 1]
+  const rstd = tf.rsqrt(tf.add(variance, LN_EPS)); // [N, 1]
+  const xhat = tf.mul(centered, rstd); // [N, C]
+  save([xhat, rstd, gamma]);
+  return {
+    value: tf.add(tf.mul(xhat, gamma), beta),
+    gradFunc: (dy, [xh, rs, g]) => {
+      const dxhat = tf.mul(dy, g);
+      // d/dx of (x - mean) * rstd, folded: rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+      const meanD = tf.mean(dxhat, -1, true);
+      const meanDX = tf.mean(tf.mul(dxhat, xh), -1, true);
+      const dx = tf.mul(tf.sub(tf.sub(dxhat, meanD), tf.mul(xh, meanDX)), rs);
+      return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0)];
+    },
+  };
+});
+
+/** GELU, tanh approximation (GPT-2's). */
+export const gelu = customGrad<[tf.Tensor]>((x, save) => {
+  const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), GELU_C)), GELU_K);
+  const t = tf.tanh(inner);
+  save([x, t]);
+  return {
+    value: tf.mul(tf.mul(x, 0.5), tf.add(t, 1)),
+    gradFunc: (dy, [xs, ts]) => {
+      // 0.5(1+t) + 0.5x(1-t²)·k(1+3c·x²)
+      const left = tf.mul(tf.add(ts, 1), 0.5);
+      const sech2 = tf.sub(1, tf.square(ts));
+      const dInner = tf.mul(tf.add(tf.mul(tf.square(xs), 3 * GELU_C), 1), GELU_K);
+      const right = tf.mul(tf.mul(tf.mul(xs, 0.5), sech2), dInner);
+      return [tf.mul(dy, tf.add(left, right))];
+    },
+  };
+});
+
+/**
+ * One-hot rows as float32. Built as int32 then cast: tfjs-backend-wasm's OneHot ignores a float32 dtype and
+ * writes int32 bit patterns into the float buffer (found by the golden test).
+ */
+export function oneHotFloat(ids: tf.Tensor1D, depth: number): tf.Tensor2D {
+  return tf.cast(tf.oneHot(ids, depth), 'float32');
+}
+
+/** x [N, in] @ w [in, out] + b [out]. One fused op where the backend has one (bias inside XNNPACK on WASM). */
+export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
+  return tf.fused.matMul({ a: x, b: w, bias: b });
+}
+
+/**
+ * Rows of table [V, C] picked by ids [N] -> [N, C]. Gradient: onehot(ids)^T @ dy, a matmul every backend has
+ * (tf.gather's own gradient needs a scatter kernel that WASM lacks).
+ */
+export function embeddingLookup(table: tf.Tensor2D, ids: tf.Tensor1D): tf.Tensor2D {
+  const lookup = customGrad<[tf.Tensor2D]>((t, save) => {
+    save([]);
+    return {
+      value: tf.gather(t, ids),
+      gradFunc: (dy) => {
+        const oneHot = oneHotFloat(ids, t.shape[0]); // [N, V]
+        return [tf.matMul(oneHot, dy as tf.Tensor2D, true, false)]; // [V, C]
+      },
+    };
+  });
+  return lookup(table) as tf.Tensor2D;
+}
+
+/**
+ * Mean softmax cross-entropy of logits [N, V] against integer targets [N]; with weights [N] (0/1 for masked-LM)
+ * it is sum(w * ce) / sum(w). Gradient (softmax - onehot) * w / sum(w), without autograd's intermediates.
+ */
+export function crossEntropy(logits: tf.Tensor2D, targets: tf.Tensor1D, weights?: tf.Tensor1D): tf.Scalar {
+  const vocab = logits.shape[1];
+  const n = logits.shape[0];
+  const ce = customGrad<[tf.Tensor2D]>((lg, save) => {
+    const logProbs = tf.logSoftmax(lg); // [N, V]
+    const oneHot = oneHotFloat(targets, vocab); // [N, V]
+    const perRow = tf.neg(tf.sum(tf.mul(logProbs, oneHot), -1)); // [N]
+    const scale = weights ? tf.div(weights, tf.maximum(tf.sum(weights), 1e-12)) : tf.fill([n], 1 / n); // [N]
+    save([logProbs, oneHot, scale]);
+    return {
+      value: tf.sum(tf.mul(perRow, scale)),
+      gradFunc: (dy, [lp, oh, sc]) => {
+        const probs = tf.exp(lp);
+        return [tf.mul(tf.mul(tf.sub(probs, oh), tf.expandDims(sc, 1)), dy)];
+      },
+    };
+  });
+  return ce(logits) as tf.Scalar;
+}

@@ -1,0 +1,162 @@
+/**
+ * One replica of the model with its optimizer: computes gradients over micro-batches (accumulated), clips,
+ * and applies AdamW at the scheduled learning rate. Gradient computation and the update are separate calls so
+ * data-parallel peers can average gradients in between.
+ * Every step runs inside tf.tidy or disposes what it made: the tensor count is the same after each step.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import type { ModelConfig, TrainConfig } from './config.ts';
+import { buildManifest, flattenTensors, sliceFlat, type Manifest } from './flat.ts';
+import { modelLoss, parameterSpecs, initParameterArrays, type HeadTargets } from './model.ts';
+import { AdamW, clipByGlobalNorm } from './optimizer.ts';
+import { learningRate } from './schedule.ts';
+import { DataError } from './errors.ts';
+
+/** A micro-batch as plain arrays (what data loaders produce and peers can recompute). */
+export interface Batch {
+  /** Sequences. */
+  B: number;
+  /** Tokens per sequence. */
+  T: number;
+  ids: Int32Array; // [B*T]
+  targets: Int32Array; // [B*T]
+  /** Masked-LM loss weights (0/1); absent for the causal objective. */
+  weights?: Float32Array; // [B*T]
+}
+
+export interface StepResult {
+  loss: number;
+  gradNorm: number;
+  lr: number;
+  step: number;
+}
+
+export interface GradientResult {
+  /** Mean loss over the micro-batches. */
+  loss: number;
+  /** Mean gradients; the caller owns (and must dispose) the tensors. */
+  grads: Record<string, tf.Tensor>;
+}
+
+export function batchTensors(b: Batch): { ids: tf.Tensor2D; targets: HeadTargets } {
+  return {
+    ids: tf.tensor2d(b.ids, [b.B, b.T], 'int32'),
+    targets: {
+      targets: tf.tensor2d(b.targets, [b.B, b.T], 'int32'),
+      weights: b.weights ? tf.tensor2d(b.weights, [b.B, b.T], 'float32') : undefined,
+    },
+  };
+}
+
+export function validateBatch(b: Batch, c: ModelConfig): void {
+  const n = b.B * b.T;
+  if (b.T > c.blockSize) throw new DataError(`batch sequence length ${b.T} exceeds blockSize ${c.blockSize}`);
+  if (b.ids.length !== n || b.targets.length !== n || (b.weights && b.weights.length !== n)) {
+    throw new DataError(`batch arrays must hold B*T = ${n} entries`);
+  }
+  for (let i = 0; i < n; i++) {
+    if (b.ids[i] < 0 || b.ids[i] >= c.vocabSize || b.targets[i] < 0 || b.targets[i] >= c.vocabSize) {
+      throw new DataError(`token id out of range [0, ${c.vocabSize}) at position ${i}`);
+    }
+  }
+}
+
+export class Trainer {
+  readonly manifest: Manifest;
+  readonly params: Record<string, tf.Variable> = {};
+  readonly optimizer: AdamW;
+
+  constructor(
+    readonly model: ModelConfig,
+    readonly train: TrainConfig,
+    initial?: Float32Array,
+  ) {
+    this.manifest = buildManifest(parameterSpecs(model));
+    const arrays = initial ? sliceFlat(initial, this.manifest) : initParameterArrays(model, train.seed);
+    // Variables get engine-generated names: several replicas (tests, local workers) may live in one process.
+    tf.tidy(() => {
+      for (const e of this.manifest.entries) this.params[e.name] = tf.variable(tf.tensor(arrays.get(e.name)!, e.shape, 'float32'), true);
+    });
+    this.optimizer = new AdamW(train, this.manifest);
+  }
+
+  get step(): number {
+    return this.optimizer.step;
+  }
+
+  /** Loss and mean gradients over micro-batches (each weighted by its share of the sequences). */
+  computeGradients(microBatches: Batch[]): GradientResult {
+    if (microBatches.length === 0) throw new DataError('computeGradients needs at least one micro-batch');
+    const total = microBatches.reduce((s, b) => s + b.B, 0);
+    const names = this.manifest.entries.map((e) => e.name);
+    const wrt = names.map((n) => this.params[n]);
+    let grads: Record<string, tf.Tensor> | undefined;
+    let loss = 0;
+    for (const mb of microBatches) {
+      const share = mb.B / total;
+      const result = tf.tidy(() => {
+        const { ids, targets } = batchTensors(mb);
+        const f = (...ps: tf.Tensor[]) => modelLoss(this.model, Object.fromEntries(names.map((n, k) => [n, ps[k]])), ids, targets);
+        const { value, grads: g } = tf.valueAndGrads(f)(wrt);
+        const acc = g.map((gi, k) => (grads ? tf.add(grads[names[k]], tf.mul(gi, share)) : tf.mul(gi, share)));
+        return { value, acc };
+      });
+      loss += result.value.dataSync()[0] * share;
+      result.value.dispose();
+      if (grads) for (const t of Object.values(grads)) t.dispose();
+      grads = Object.fromEntries(names.map((n, k) => [n, result.acc[k]]));
+    }
+    return { loss, grads: grads! };
+  }
+
+  /** Clips and applies gradients at the schedule's learning rate; disposes the gradients. */
+  applyGradients(grads: Record<string, tf.Tensor>): { gradNorm: number; lr: number } {
+    const lr = learningRate(this.optimizer.step, this.train);
+    try {
+      const gradNorm = clipByGlobalNorm(grads, this.train.gradClip);
+      this.optimizer.apply(this.params, grads, lr);
+      return { gradNorm, lr };
+    } finally {
+      for (const t of Object.values(grads)) t.dispose();
+    }
+  }
+
+  /** One optimizer step over the given micro-batches. */
+  trainStep(microBatches: Batch[]): StepResult {
+    const { loss, grads } = this.computeGradients(microBatches);
+    const { gradNorm, lr } = this.applyGradients(grads);
+    return { loss, gradNorm, lr, step: this.optimizer.step };
+  }
+
+  /** Mean loss over batches without gradients. */
+  evalLoss(batches: Batch[]): number {
+    let sum = 0;
+    let count = 0;
+    for (const b of batches) {
+      const value = tf.tidy(() => {
+        const { ids, targets } = batchTensors(b);
+        return modelLoss(this.model, this.params, ids, targets).dataSync()[0];
+      });
+      sum += value * b.B;
+      count += b.B;
+    }
+    return sum / Math.max(1, count);
+  }
+
+  exportParams(): Float32Array {
+    return flattenTensors(this.params, this.manifest);
+  }
+
+  importParams(flat: Float32Array): void {
+    const views = sliceFlat(flat, this.manifest);
+    // tidy disposes the temporary tensors; the variables keep their data alive.
+    tf.tidy(() => {
+      for (const e of this.manifest.entries) this.params[e.name].assign(tf.tensor(views.get(e.name)!, e.shape, 'float32'));
+    });
+  }
+
+  dispose(): void {
+    for (const v of Object.values(this.params)) v.dispose();
+    this.optimizer.dispose();
+  }
+}
