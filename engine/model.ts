@@ -114,7 +114,7 @@ function attention(c: ModelConfig, p: ParamMap, pre: string, h: tf.Tensor2D, B: 
   if (bias) scores = tf.add(scores, bias);
   const att = tf.softmax(scores); // [B*nh, T, T]
   const y = tf.matMul(att, v); // [B*nh, T, hs]
-  const merged = tf.reshape(tf.transpose(tf.reshape(y, [B, nh, T, hs]), [0, 2, 1, 3]), [B * T, C]); // [B*T, C]
+  const merged = tf.reshape(tf.transpose(tf.reshape(y, [B, nh, T, hs]), [0, 2, 1, 3]), [B * T, C]) as tf.Tensor2D; // [B*T, C]
   return linear(merged, p[`${pre}.wProj`] as tf.Tensor2D, p[`${pre}.bProj`] as tf.Tensor1D);
 }
 
@@ -124,7 +124,7 @@ export function blockForward(c: ModelConfig, p: ParamMap, i: number, x: tf.Tenso
   const pre = `h.${i}`;
   let r = tf.reshape(x, [B * T, C]) as tf.Tensor2D; // [B*T, C]
   const a = layerNorm(r, p[`${pre}.ln1.gamma`] as tf.Tensor1D, p[`${pre}.ln1.beta`] as tf.Tensor1D) as tf.Tensor2D;
-  r = tf.add(r, attention(c, p, `${pre}.attn`, a, B, T, bias));
+  r = tf.add(r, attention(c, p, `${pre}.attn`, a, B, T, bias)) as tf.Tensor2D;
   const m = layerNorm(r, p[`${pre}.ln2.gamma`] as tf.Tensor1D, p[`${pre}.ln2.beta`] as tf.Tensor1D) as tf.Tensor2D;
   const hidden = gelu(linear(m, p[`${pre}.mlp.wFc`] as tf.Tensor2D, p[`${pre}.mlp.bFc`] as tf.Tensor1D)) as tf.Tensor2D; // [B*T, 4C]
   r = tf.add(r, linear(hidden, p[`${pre}.mlp.wProj`] as tf.Tensor2D, p[`${pre}.mlp.bProj`] as tf.Tensor1D));

@@ -19,7 +19,7 @@ type Custom<A extends tf.Tensor[]> = (...args: [...A, SaveFn]) => { value: tf.Te
 
 /** tf.customGrad with the argument typing it lacks. */
 function customGrad<A extends tf.Tensor[]>(f: Custom<A>): (...args: A) => tf.Tensor {
-  return tf.customGrad(f as unknown as tf.CustomGradientFunc<tf.Tensor>) as unknown as (...args: A) => tf.Tensor;
+  return tf.customGrad(f as unknown as Parameters<typeof tf.customGrad>[0]) as unknown as (...args: A) => tf.Tensor;
 }
 
 /** LayerNorm over the last axis of x [N, C] with gain and bias [C]. */
@@ -66,12 +66,12 @@ export const gelu = customGrad<[tf.Tensor]>((x, save) => {
  * writes int32 bit patterns into the float buffer (found by the golden test).
  */
 export function oneHotFloat(ids: tf.Tensor1D, depth: number): tf.Tensor2D {
-  return tf.cast(tf.oneHot(ids, depth), 'float32');
+  return tf.cast(tf.oneHot(ids, depth), 'float32') as tf.Tensor2D;
 }
 
 /** x [N, in] @ w [in, out] + b [out]. One fused op where the backend has one (bias inside XNNPACK on WASM). */
 export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
-  return tf.fused.matMul({ a: x, b: w, bias: b });
+  return tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D;
 }
 
 /**

@@ -153,7 +153,7 @@ export function installFastWasmKernels(): string[] {
   const be = tf.findBackend('wasm') as unknown as WasmBackendLike | null;
   const transpose = tf.getKernel('Transpose', 'wasm');
   const stockSlice = tf.getKernel('Slice', 'wasm');
-  const ok = be && be.dataIdMap && be.wasm?.tfjs?.registerTensor && be.wasm.HEAPU8 && typeof be.wasm.cwrap === 'function';
+  const ok = be && be.dataIdMap && typeof be.wasm?.tfjs?.registerTensor === 'function' && be.wasm.HEAPU8 && typeof be.wasm.cwrap === 'function';
   if (!ok || !transpose || !stockSlice || !tf.getKernel('BatchMatMul', 'wasm')) return [];
   tf.unregisterKernel('BatchMatMul', 'wasm');
   tf.registerKernel({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: makeBatchMatMul(transpose) as unknown as tf.KernelFunc });
