@@ -38,28 +38,35 @@ export const layerNorm = customGrad<[tf.Tensor2D, tf.Tensor1D, tf.Tensor1D]>((x,
       const meanD = tf.mean(dxhat, -1, true);
       const meanDX = tf.mean(tf.mul(dxhat, xh), -1, true);
       const dx = tf.mul(tf.sub(tf.sub(dxhat, meanD), tf.mul(xh, meanDX)), rs);
-      return [dx, tf.sum(tf.mul(dy, xh), 0), tf.sum(dy, 0)];
+      return [dx, columnSums(tf.mul(dy, xh) as tf.Tensor2D), columnSums(dy as tf.Tensor2D)];
     },
   };
 });
 
-/** GELU, tanh approximation (GPT-2's). */
+/**
+ * GELU, tanh approximation (GPT-2's): 0.5·x·(1 + tanh(u)) = x·sigmoid(2u), u = k(x + c·x³).
+ * Written with sigmoid because backends vectorise it (WASM: tanh 20 ms, sigmoid 2.4 ms for 1M values).
+ */
 export const gelu = customGrad<[tf.Tensor]>((x, save) => {
-  const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), GELU_C)), GELU_K);
-  const t = tf.tanh(inner);
-  save([x, t]);
+  const x2 = tf.square(x);
+  const twoU = tf.mul(tf.mul(x, tf.add(tf.mul(x2, GELU_C), 1)), 2 * GELU_K);
+  const s = tf.sigmoid(twoU);
+  save([x, s]);
   return {
-    value: tf.mul(tf.mul(x, 0.5), tf.add(t, 1)),
-    gradFunc: (dy, [xs, ts]) => {
-      // 0.5(1+t) + 0.5x(1-t²)·k(1+3c·x²)
-      const left = tf.mul(tf.add(ts, 1), 0.5);
-      const sech2 = tf.sub(1, tf.square(ts));
-      const dInner = tf.mul(tf.add(tf.mul(tf.square(xs), 3 * GELU_C), 1), GELU_K);
-      const right = tf.mul(tf.mul(tf.mul(xs, 0.5), sech2), dInner);
-      return [tf.mul(dy, tf.add(left, right))];
+    value: tf.mul(x, s),
+    gradFunc: (dy, [xs, ss]) => {
+      // d/dx x·s(2u) = s + x·s(1-s)·2u'   with u' = k(1 + 3c·x²)
+      const dTwoU = tf.mul(tf.add(tf.mul(tf.square(xs), 3 * GELU_C), 1), 2 * GELU_K);
+      const slope = tf.add(ss, tf.mul(tf.mul(xs, tf.mul(ss, tf.sub(1, ss))), dTwoU));
+      return [tf.mul(dy, slope)];
     },
   };
 });
+
+/** Column sums of a [N, C] matrix as a [1, N] x [N, C] product: a fast 2-D matmul on every backend. */
+export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
+  return tf.reshape(tf.matMul(tf.ones([1, x.shape[0]]), x), [x.shape[1]]); // [C]
+}
 
 /**
  * One-hot rows as float32. Built as int32 then cast: tfjs-backend-wasm's OneHot ignores a float32 dtype and
@@ -69,10 +76,17 @@ export function oneHotFloat(ids: tf.Tensor1D, depth: number): tf.Tensor2D {
   return tf.cast(tf.oneHot(ids, depth), 'float32') as tf.Tensor2D;
 }
 
-/** x [N, in] @ w [in, out] + b [out]. One fused op where the backend has one (bias inside XNNPACK on WASM). */
-export function linear(x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D): tf.Tensor2D {
-  return tf.fused.matMul({ a: x, b: w, bias: b }) as tf.Tensor2D;
-}
+/**
+ * x [N, in] @ w [in, out] + b [out]: one fused op forward (bias inside XNNPACK on WASM); gradients as three
+ * plain matmuls (dx = dy·wᵀ, dw = xᵀ·dy, db = 1ᵀ·dy) rather than autograd's reduction for the bias.
+ */
+export const linear = customGrad<[tf.Tensor2D, tf.Tensor2D, tf.Tensor1D]>((x, w, b, save) => {
+  save([x, w]);
+  return {
+    value: tf.fused.matMul({ a: x, b: w, bias: b }),
+    gradFunc: (dy, [xs, ws]) => [tf.matMul(dy, ws, false, true), tf.matMul(xs, dy, true, false), columnSums(dy as tf.Tensor2D)],
+  };
+}) as (x: tf.Tensor2D, w: tf.Tensor2D, b: tf.Tensor1D) => tf.Tensor2D;
 
 /**
  * Rows of table [V, C] picked by ids [N] -> [N, C]. Gradient: onehot(ids)^T @ dy, a matmul every backend has
