@@ -1,0 +1,83 @@
+/**
+ * A replica worker: one thread, one TF.js backend, one full copy of the model and optimizer. It computes
+ * gradients on the batches it is given and applies the averaged gradients it is sent, so every replica takes
+ * the identical step. Requests are answered in order; errors are replies, never crashes.
+ */
+import { parentPort } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs-core';
+import { hashFloats } from '../../engine/averaging.ts';
+import { generate } from '../../engine/generate.ts';
+import { sliceFlat, flattenTensors } from '../../engine/flat.ts';
+import { Trainer } from '../../engine/trainer.ts';
+import { selectBackend } from '../backend.ts';
+import type { Envelope, ReplicaReply, ReplicaRequest } from './messages.ts';
+
+let trainer: Trainer | undefined;
+
+function need(): Trainer {
+  if (!trainer) throw new Error('replica is not initialised');
+  return trainer;
+}
+
+async function handle(req: ReplicaRequest): Promise<{ reply: ReplicaReply; transfer?: ArrayBuffer[] }> {
+  switch (req.op) {
+    case 'init': {
+      const choice = await selectBackend(req.backend);
+      trainer?.dispose();
+      trainer = new Trainer(req.model, req.train, req.state?.params);
+      if (req.state) trainer.optimizer.importState(req.state);
+      return { reply: { op: 'init', backend: choice.name, detail: choice.detail } };
+    }
+    case 'grads': {
+      const t = need();
+      const { loss, grads } = t.computeGradients(req.batches);
+      const flat = flattenTensors(grads, t.manifest);
+      for (const g of Object.values(grads)) g.dispose();
+      const sequences = req.batches.reduce((s, b) => s + b.B, 0);
+      return { reply: { op: 'grads', loss, grads: flat, sequences }, transfer: [flat.buffer as ArrayBuffer] };
+    }
+    case 'apply': {
+      const t = need();
+      const views = sliceFlat(req.grads, t.manifest);
+      const grads = Object.fromEntries(t.manifest.entries.map((e) => [e.name, tf.tensor(views.get(e.name)!, e.shape, 'float32')]));
+      const { gradNorm, lr } = t.applyGradients(grads);
+      return { reply: { op: 'apply', gradNorm, lr, step: t.step, numTensors: tf.memory().numTensors } };
+    }
+    case 'eval': {
+      const sequences = req.batches.reduce((s, b) => s + b.B, 0);
+      return { reply: { op: 'eval', loss: need().evalLoss(req.batches), sequences } };
+    }
+    case 'state': {
+      const t = need();
+      const { step, m, v } = t.optimizer.exportState();
+      const params = t.exportParams();
+      return { reply: { op: 'state', state: { step, params, m, v } }, transfer: [params.buffer as ArrayBuffer, m.buffer as ArrayBuffer, v.buffer as ArrayBuffer] };
+    }
+    case 'hash':
+      return { reply: { op: 'hash', hash: hashFloats(need().exportParams()) } };
+    case 'generate': {
+      const t = need();
+      return { reply: { op: 'generate', ids: generate(t.model, t.params, req.prompt, req.options, req.exclude) } };
+    }
+    case 'memory': {
+      const m = tf.memory() as tf.MemoryInfo & { numBytesInGPU?: number };
+      return { reply: { op: 'memory', numTensors: m.numTensors, numBytes: m.numBytes, heapBytes: process.memoryUsage().rss } };
+    }
+  }
+}
+
+if (!parentPort) throw new Error('replica-worker must run in a worker thread');
+const port = parentPort;
+// One request at a time, in arrival order: a step's grads must finish before its apply.
+let queue: Promise<void> = Promise.resolve();
+port.on('message', (msg: Envelope<ReplicaRequest>) => {
+  queue = queue.then(async () => {
+    try {
+      const { reply, transfer } = await handle(msg.body);
+      port.postMessage({ id: msg.id, body: reply }, transfer ?? []);
+    } catch (err) {
+      const e = err as Error;
+      port.postMessage({ id: msg.id, body: { op: 'error', name: e.name ?? 'Error', message: e.message ?? String(err) } });
+    }
+  });
+});
