@@ -1,0 +1,44 @@
+/**
+ * peertrain's command line. Each command returns an exit code; errors with a known `name` print one line
+ * naming the problem and exit non-zero, anything else prints its stack (a bug).
+ */
+import { exportCommand } from './export-command.ts';
+import { trainCommand } from './train/train-command.ts';
+
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help: string }> = {
+  train: { run: trainCommand, help: 'train a model on this machine (all cores)' },
+  export: { run: exportCommand, help: 'write a checkpoint\'s weights as safetensors' },
+};
+
+/** Errors that describe bad input (flags, files, configs), not bugs: one line, exit code 2 for usage, 1 otherwise. */
+const EXPECTED = new Set(['UsageError', 'ConfigError', 'CheckpointError', 'ArchitectureMismatchError', 'DataError', 'ManifestError', 'BackendUnavailableError']);
+
+function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.help}`);
+  return `peertrain — train a transformer language model together\n\nusage: peertrain <command> [flags]   (peertrain <command> --help)\n\n${lines.join('\n')}`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === 'help') {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    console.error(`peertrain: unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await cmd.run(rest);
+  } catch (err) {
+    const e = err as Error;
+    if (EXPECTED.has(e.name)) {
+      console.error(`peertrain ${name}: ${e.message}`);
+      return e.name === 'UsageError' ? 2 : 1;
+    }
+    throw err;
+  }
+}
+
+process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,230 @@
+/**
+ * `peertrain train`: trains a model on one machine, using every core through replica workers.
+ * Progress bar, validation every N steps, atomic checkpoints every N steps and on Ctrl-C, a sample at the
+ * end, and with --json one summary line on stdout.
+ */
+import { availableParallelism } from 'node:os';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { architectureDifference, countParams, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig, type TrainConfig } from '../../engine/config.ts';
+import { CharTokenizer } from '../../engine/data/char-tokenizer.ts';
+import { splitTokens, stepBatches, validationBatches, type BatchSpec } from '../../engine/data/batches.ts';
+import { ArchitectureMismatchError, DataError } from '../../engine/errors.ts';
+import { buildManifest } from '../../engine/flat.ts';
+import { parameterSpecs } from '../../engine/model.ts';
+import type { Checkpoint } from '../../engine/checkpoint.ts';
+import { helpText, parseArgs, type FlagSpec } from '../args.ts';
+import { BACKENDS, selectBackend } from '../backend.ts';
+import { loadCheckpoint, saveCheckpoint } from '../checkpoint-io.ts';
+import { ReplicaGroup } from '../cluster/replica-group.ts';
+import { loadTextSource } from '../data/text-source.ts';
+import { UsageError } from '../errors.ts';
+import { cacheDir } from '../paths.ts';
+import { Progress } from './progress.ts';
+
+export const TRAIN_FLAGS: Record<string, FlagSpec> = {
+  preset: { type: 'string', help: 'model shape', choices: presetNames(), default: 'tiny' },
+  objective: { type: 'string', help: 'causal (next token) or mlm (masked tokens)', choices: ['causal', 'mlm'], default: 'causal' },
+  data: { type: 'string', help: 'UTF-8 text file to train on (default: the built-in Brown corpus)' },
+  steps: { type: 'int', help: 'optimizer steps to reach', min: 1, default: 300 },
+  backend: { type: 'string', help: 'TF.js backend', choices: ['auto', ...BACKENDS], default: 'auto' },
+  workers: { type: 'int', help: 'replica workers (default: one per core on wasm/cpu, 1 on a GPU)', min: 1 },
+  out: { type: 'string', help: 'run directory for checkpoints', default: 'runs/train' },
+  resume: { type: 'boolean', help: 'continue from the checkpoint in --out' },
+  batch: { type: 'int', help: 'sequences per optimizer step', min: 1, default: 16 },
+  'micro-batch': { type: 'int', help: 'sequences per forward/backward pass (default: batch / workers)', min: 1 },
+  seq: { type: 'int', help: 'tokens per sequence (default: the preset context)', min: 2 },
+  lr: { type: 'number', help: 'peak learning rate', default: 1e-3 },
+  warmup: { type: 'int', help: 'warmup steps', min: 0 },
+  'weight-decay': { type: 'number', help: 'AdamW weight decay on 2-D weights', default: 0.1 },
+  'grad-clip': { type: 'number', help: 'global gradient-norm clip (0: off)', default: 1 },
+  seed: { type: 'int', help: 'seed for init and batches', min: 0, default: 1337 },
+  'eval-every': { type: 'int', help: 'validate every N steps', min: 1, default: 50 },
+  'eval-batches': { type: 'int', help: 'validation batches per evaluation', min: 1, default: 4 },
+  'ckpt-every': { type: 'int', help: 'checkpoint every N steps', min: 1, default: 100 },
+  'sample-tokens': { type: 'int', help: 'characters to sample at the end (0: none)', min: 0, default: 200 },
+  json: { type: 'boolean', help: 'print one JSON summary line on stdout at the end' },
+  quiet: { type: 'boolean', help: 'no progress output' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+
+export const TRAIN_USAGE = 'usage: peertrain train [--preset tiny] [--data PATH] [--steps N] [--backend B] [--out DIR] [--json]';
+
+export const CHECKPOINT_FILE = 'checkpoint.ptck';
+
+export interface TrainSummary {
+  step: number;
+  trainLoss: number;
+  valLoss: number;
+  tokensPerSec: number;
+  backend: string;
+  workers: number;
+  params: number;
+  checkpoint: string;
+  sample?: string;
+}
+
+function explicitFlags(argv: string[]): Set<string> {
+  return new Set(argv.filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]));
+}
+
+export async function trainCommand(argv: string[]): Promise<number> {
+  const { flags } = parseArgs(argv, TRAIN_FLAGS);
+  if (flags.help) {
+    console.log(helpText(TRAIN_USAGE, TRAIN_FLAGS));
+    return 0;
+  }
+  const given = explicitFlags(argv);
+  const outDir = resolve(String(flags.out));
+  const ckptPath = join(outDir, CHECKPOINT_FILE);
+  const progress = new Progress(process.stderr, Boolean(flags.quiet));
+
+  // Resume or start fresh; an existing checkpoint is never overwritten by an unrelated run.
+  let resumed: Checkpoint | undefined;
+  if (existsSync(ckptPath)) {
+    if (!flags.resume) throw new UsageError(`${ckptPath} already exists: pass --resume to continue it, or choose another --out`);
+    resumed = loadCheckpoint(ckptPath);
+  } else if (flags.resume) {
+    throw new UsageError(`--resume: no checkpoint at ${ckptPath}`);
+  }
+
+  const source = loadTextSource(flags.data as string | undefined, cacheDir());
+  const tokenizer = resumed ? CharTokenizer.fromJSON(resumed.tokenizer) : CharTokenizer.fromText(source.text, flags.objective === 'mlm');
+  let model: ModelConfig;
+  if (resumed) {
+    model = resumed.model;
+    if (given.has('preset') || given.has('objective')) {
+      const wanted = modelConfigFromPreset(String(flags.preset), model.vocabSize, { objective: flags.objective as ModelConfig['objective'] });
+      const diff = architectureDifference(model, wanted);
+      if (diff) throw new ArchitectureMismatchError(diff.key, diff.a, diff.b);
+    }
+  } else {
+    model = modelConfigFromPreset(String(flags.preset), tokenizer.vocabSize, { objective: flags.objective as ModelConfig['objective'] });
+  }
+  if (tokenizer.vocabSize !== model.vocabSize) throw new DataError(`tokenizer has ${tokenizer.vocabSize} tokens but the model expects ${model.vocabSize}`);
+  const tokens = tokenizer.encode(source.text);
+
+  // One probe in this process picks the backend; workers then start exactly that one.
+  const probe = await selectBackend(String(flags.backend));
+  const cpuLike = probe.name === 'wasm' || probe.name === 'cpu';
+  const batchSize = Number(flags.batch);
+  const workers = Number(flags.workers ?? (cpuLike ? Math.min(availableParallelism(), 8, batchSize) : 1));
+  const microBatchSize = Number(flags['micro-batch'] ?? Math.max(1, Math.floor(batchSize / workers)));
+  const steps = Number(flags.steps);
+  const train: TrainConfig = validateTrainConfig(
+    {
+      ...(resumed?.train ?? {}),
+      batchSize,
+      microBatchSize,
+      seqLen: Math.min(Number(flags.seq ?? model.blockSize), model.blockSize),
+      lr: flags.lr,
+      warmupSteps: Number(flags.warmup ?? Math.min(100, Math.max(1, Math.floor(steps / 10)))),
+      totalSteps: steps,
+      weightDecay: flags['weight-decay'],
+      gradClip: flags['grad-clip'],
+      seed: resumed?.train.seed ?? flags.seed,
+    },
+    model,
+  );
+  const spec: BatchSpec = { B: train.microBatchSize, T: train.seqLen, objective: model.objective, maskProb: train.maskProb, maskId: tokenizer.maskId, vocabSize: model.vocabSize };
+  const { train: trainTokens, val: valTokens } = splitTokens(tokens, 0.1, train.seqLen + 1);
+  const valBatches = validationBatches(valTokens, spec, train.seed, Number(flags['eval-batches']));
+  const microPerStep = train.batchSize / train.microBatchSize;
+  const tokensPerStep = train.batchSize * train.seqLen;
+  const startStep = resumed?.step ?? 0;
+  if (startStep >= steps) throw new UsageError(`the checkpoint is already at step ${startStep}; pass --steps above it to train further`);
+
+  mkdirSync(outDir, { recursive: true });
+  progress.log(`data: ${source.name} — ${tokens.length.toLocaleString('en-US')} chars, vocabulary ${tokenizer.vocabSize}`);
+  progress.log(`model: ${flags.preset} (${model.nLayer} layers, ${model.nHead} heads, ${model.nEmbd} wide, context ${model.blockSize}, ${model.objective}) — ${countParams(model).toLocaleString('en-US')} parameters`);
+  progress.log(`backend: ${probe.name} (${probe.detail}) × ${workers} worker${workers > 1 ? 's' : ''}${resumed ? ` — resuming at step ${startStep}` : ''}`);
+
+  const group = await ReplicaGroup.start({
+    workers,
+    backend: probe.name,
+    model,
+    train,
+    state: resumed ? { step: resumed.step, params: resumed.params, m: resumed.m, v: resumed.v } : undefined,
+  });
+  const history: Array<[number, number, number | null]> = resumed ? [...resumed.history] : [];
+  let interrupted = false;
+  const onSigint = () => {
+    if (interrupted) process.exit(130); // a second Ctrl-C does not wait for the checkpoint
+    interrupted = true;
+    progress.log('interrupted: saving a checkpoint, then stopping (Ctrl-C again to quit at once)');
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+
+  const checkpoint = async (step: number) => {
+    const s = await group.state();
+    saveCheckpoint(ckptPath, {
+      model,
+      train,
+      step: s.step,
+      dataPosition: { batchSeed: train.seed, nextStep: step, tokensSeen: step * tokensPerStep },
+      tokenizer: tokenizer.toJSON(),
+      history,
+      info: { backend: probe.name, workers, data: source.name, savedAt: new Date().toISOString() },
+      manifest: buildManifest(parameterSpecs(model)),
+      params: s.params,
+      m: s.m,
+      v: s.v,
+    });
+  };
+
+  let step = startStep;
+  let lastLoss = NaN;
+  let valLoss = NaN;
+  let timedTokens = 0;
+  let timedMs = 0;
+  let rate = 0;
+  try {
+    while (step < steps && !interrupted) {
+      const t0 = performance.now();
+      const result = await group.step(stepBatches(trainTokens, spec, train.seed, step, microPerStep));
+      const ms = performance.now() - t0;
+      step = result.step;
+      lastLoss = result.loss;
+      if (!Number.isFinite(lastLoss)) throw new DataError(`loss became ${lastLoss} at step ${step}; lower --lr (checkpoint kept at its last good step)`);
+      // The first step compiles kernels and packs weights: leave it out of the rate.
+      if (step > startStep + 1) {
+        timedTokens += tokensPerStep;
+        timedMs += ms;
+        rate = timedTokens / (timedMs / 1000);
+      } else rate = tokensPerStep / (ms / 1000);
+      let val: number | null = null;
+      if (step % Number(flags['eval-every']) === 0 || step === steps) {
+        valLoss = await group.evalLoss(valBatches);
+        val = valLoss;
+      }
+      if (val !== null || step % 10 === 0) history.push([step, lastLoss, val]);
+      progress.update({ step, totalSteps: steps, loss: lastLoss, tokensPerSec: rate, etaSeconds: ((steps - step) * tokensPerStep) / Math.max(rate, 1e-9), valLoss: Number.isNaN(valLoss) ? undefined : valLoss });
+      if (val !== null) progress.log(`step ${step}: train loss ${lastLoss.toFixed(4)}, val loss ${valLoss.toFixed(4)}`);
+      if (step % Number(flags['ckpt-every']) === 0) await checkpoint(step);
+    }
+    await checkpoint(step);
+    progress.done();
+    if (interrupted) {
+      progress.log(`checkpoint saved at step ${step}: ${ckptPath} (continue with --resume)`);
+      return 130;
+    }
+    if (Number.isNaN(valLoss)) valLoss = await group.evalLoss(valBatches);
+    let sample: string | undefined;
+    const sampleTokens = Number(flags['sample-tokens']);
+    if (sampleTokens > 0 && model.objective === 'causal') {
+      const promptText = source.text.slice(Math.floor(source.text.length * 0.95)).split(/(?<=[.!?])\s+/)[1]?.slice(0, 24) || source.text.slice(0, 24);
+      const ids = await group.generate(Array.from(tokenizer.encode(promptText)), { maxNewTokens: sampleTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: train.seed }, tokenizer.maskId);
+      sample = promptText + tokenizer.decode(ids);
+      progress.log(`sample: ${sample}`);
+    }
+    progress.log(`done: step ${step}, train loss ${lastLoss.toFixed(4)}, val loss ${valLoss.toFixed(4)}, ${rate.toFixed(0)} tokens/s; checkpoint ${ckptPath}`);
+    const summary: TrainSummary = { step, trainLoss: lastLoss, valLoss, tokensPerSec: rate, backend: probe.name, workers, params: countParams(model), checkpoint: ckptPath, sample };
+    if (flags.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    return 0;
+  } finally {
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+    await group.stop();
+  }
+}
