@@ -115,7 +115,9 @@ export function decodeCheckpoint(bytes: Uint8Array): Checkpoint {
     throw new CheckpointError(`checkpoint is truncated: payload has ${Math.max(0, bytes.length - start)} of ${header.payloadBytes} bytes`);
   }
   if (bytes.length > start + header.payloadBytes) throw new CheckpointError('checkpoint has trailing bytes after its payload');
-  const payload = bytes.slice(start, start + header.payloadBytes); // a copy: aligned, and detached from the file buffer
+  // A copy: aligned for Float32Array, and detached from the file buffer (a Node Buffer's slice() is a view).
+  const payload = new Uint8Array(header.payloadBytes);
+  payload.set(bytes.subarray(start, start + header.payloadBytes));
   if (crc32(payload) !== header.payloadCrc32) throw new CheckpointError('checkpoint payload is corrupt (CRC-32 mismatch)');
   const floats = new Float32Array(payload.buffer);
   return {

@@ -5,6 +5,7 @@
  *   → wasm (with our faster matmul/slice kernels) → cpu.
  * `--backend NAME` forces one; a forced backend that cannot start is an error that lists what is supported.
  */
+import { existsSync, readdirSync } from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import { installFastWasmKernels } from '../engine/kernels/wasm-fast-kernels.ts';
@@ -45,7 +46,19 @@ async function tryTensorflow(): Promise<string> {
   throw new Error('neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node is installed');
 }
 
+/** Whether this machine exposes a GPU device node (Linux DRM render node or NVIDIA device). */
+function hasGpuDevice(): boolean {
+  try {
+    if (readdirSync('/dev/dri').some((f) => f.startsWith('renderD'))) return true;
+  } catch {
+    // no DRM devices
+  }
+  return existsSync('/dev/nvidia0');
+}
+
 async function tryWebGpu(opts: SelectOptions): Promise<string> {
+  // Dawn prints driver warnings when it finds no GPU; without a device node a real adapter is impossible.
+  if (!opts.allowSoftwareWebGpu && !hasGpuDevice()) throw new Error('no GPU device on this machine');
   const g = globalThis as { navigator?: { gpu?: unknown } };
   if (!g.navigator?.gpu) {
     let webgpu: { create: (flags: string[]) => unknown; globals: Record<string, unknown> };
