@@ -58,14 +58,17 @@ export function validateManifest(raw: unknown): Manifest {
   return rebuilt;
 }
 
-/** Copies named tensors into one flat array in manifest order (reads each tensor synchronously). */
-export function flattenTensors(tensors: Record<string, tf.Tensor>, manifest: Manifest): Float32Array {
+/**
+ * Copies named tensors into one flat array in manifest order. Reads are asynchronous: GPU backends (WebGPU in
+ * Node, WebGL/WebGPU in browsers) cannot or should not read synchronously.
+ */
+export async function flattenTensors(tensors: Record<string, tf.Tensor>, manifest: Manifest): Promise<Float32Array> {
   const out = new Float32Array(manifest.totalSize);
   for (const e of manifest.entries) {
     const t = tensors[e.name];
     if (!t) throw new ManifestError(`tensor "${e.name}" is missing`);
     if (t.size !== e.size) throw new ManifestError(`tensor "${e.name}" has ${t.size} elements, manifest says ${e.size}`);
-    out.set(t.dataSync() as Float32Array, e.offset);
+    out.set((await t.data()) as Float32Array, e.offset);
   }
   return out;
 }

@@ -21,16 +21,19 @@ export interface SampleOptions {
 }
 
 /** Logits of the next token after `context` (at most blockSize ids). */
-export function nextTokenLogits(c: ModelConfig, params: ParamMap, context: ArrayLike<number>): Float32Array {
-  return tf.tidy(() => {
+export async function nextTokenLogits(c: ModelConfig, params: ParamMap, context: ArrayLike<number>): Promise<Float32Array> {
+  const last = tf.tidy(() => {
     const T = context.length;
     const ids = tf.tensor2d(Int32Array.from(context), [1, T], 'int32');
     const bias = attentionBias(c, T);
     let x = embedForward(c, params, ids);
     for (let i = 0; i < c.nLayer; i++) x = blockForward(c, params, i, x, bias);
     const logits = logitsForward(params, x); // [T, V]
-    return tf.slice(logits, [T - 1, 0], [1, c.vocabSize]).dataSync() as Float32Array;
+    return tf.slice(logits, [T - 1, 0], [1, c.vocabSize]);
   });
+  const values = (await last.data()) as Float32Array;
+  last.dispose();
+  return values;
 }
 
 /** Picks a token from logits under the options (pure: testable without a model). */
@@ -72,7 +75,7 @@ export function validateSampleOptions(o: SampleOptions): void {
 }
 
 /** Continues `prompt` by up to maxNewTokens ids; returns only the new ids. `exclude` (e.g. [MASK]) is never sampled. */
-export function generate(c: ModelConfig, params: ParamMap, prompt: ArrayLike<number>, o: SampleOptions, exclude = -1): number[] {
+export async function generate(c: ModelConfig, params: ParamMap, prompt: ArrayLike<number>, o: SampleOptions, exclude = -1): Promise<number[]> {
   validateSampleOptions(o);
   if (c.objective !== 'causal') throw new ConfigError('generation needs a causal model', 'objective');
   const rng = makeRng(o.seed);
@@ -81,7 +84,7 @@ export function generate(c: ModelConfig, params: ParamMap, prompt: ArrayLike<num
   const out: number[] = [];
   for (let n = 0; n < o.maxNewTokens; n++) {
     const context = seq.slice(-c.blockSize);
-    const next = pickToken(nextTokenLogits(c, params, context), o, rng, exclude);
+    const next = pickToken(await nextTokenLogits(c, params, context), o, rng, exclude);
     seq.push(next);
     out.push(next);
   }

@@ -109,8 +109,10 @@ function attention(c: ModelConfig, p: ParamMap, pre: string, h: tf.Tensor2D, B: 
   const hs = C / nh;
   const qkv = linear(h, p[`${pre}.wQkv`] as tf.Tensor2D, p[`${pre}.bQkv`] as tf.Tensor1D); // [B*T, 3C]
   const split = tf.transpose(tf.reshape(qkv, [B, T, 3, nh, hs]), [2, 0, 3, 1, 4]); // [3, B, nh, T, hs]
-  // Three contiguous slices (not tf.split, which copies the whole input per output on some backends).
-  const [q, k, v] = [0, 1, 2].map((j) => tf.reshape(tf.slice(split, [j, 0, 0, 0, 0], [1, B, nh, T, hs]), [B * nh, T, hs])); // [B*nh, T, hs]
+  // Three contiguous row slices of a 2-D view: not tf.split (copies the whole input per output on WASM), and
+  // not a rank-5 slice (its gradient is a rank-5 pad, invalid WGSL in tfjs-backend-webgpu 4.22).
+  const rows = tf.reshape(split, [3, B * nh * T * hs]); // [3, B*nh*T*hs]
+  const [q, k, v] = [0, 1, 2].map((j) => tf.reshape(tf.slice(rows, [j, 0], [1, B * nh * T * hs]), [B * nh, T, hs])); // [B*nh, T, hs]
   let scores = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(hs)); // [B*nh, T, T]
   if (bias) scores = tf.add(scores, bias);
   const att = tf.softmax(scores); // [B*nh, T, T]

@@ -70,13 +70,13 @@ export class AdamW {
     }
   }
 
-  exportState(): OptimizerStateArrays {
+  async exportState(): Promise<OptimizerStateArrays> {
     const zeros = (): Float32Array => new Float32Array(this.manifest.totalSize);
     if (this.m.size === 0) return { step: this.step, m: zeros(), v: zeros() };
     return {
       step: this.step,
-      m: flattenTensors(Object.fromEntries(this.m), this.manifest),
-      v: flattenTensors(Object.fromEntries(this.v), this.manifest),
+      m: await flattenTensors(Object.fromEntries(this.m), this.manifest),
+      v: await flattenTensors(Object.fromEntries(this.v), this.manifest),
     };
   }
 
@@ -99,24 +99,26 @@ export class AdamW {
   }
 }
 
-/** Global L2 norm of a set of gradients, as a number. */
-export function globalNorm(grads: Record<string, tf.Tensor>): number {
-  return tf.tidy(() => {
-    const squares = Object.values(grads).map((g) => tf.sum(tf.square(g)));
-    return Math.sqrt(tf.addN(squares).dataSync()[0]);
-  });
+/** Global L2 norm of a set of gradients, as a scalar tensor (no read back: the caller decides when). */
+export function globalNorm(grads: Record<string, tf.Tensor>): tf.Scalar {
+  return tf.tidy(() => tf.sqrt(tf.addN(Object.values(grads).map((g) => tf.sum(tf.square(g))))) as tf.Scalar);
 }
 
-/** Scales grads in place (replacing the tensors in the record) so their global norm is at most maxNorm. */
-export function clipByGlobalNorm(grads: Record<string, tf.Tensor>, maxNorm: number): number {
+/**
+ * Scales grads (replacing the tensors in the record) so their global norm is at most maxNorm, as
+ * torch.nn.utils.clip_grad_norm_ does (scale = maxNorm / (norm + 1e-6), capped at 1). Computed on the device,
+ * without reading the norm back. Returns the norm before clipping; the caller owns it.
+ */
+export function clipByGlobalNorm(grads: Record<string, tf.Tensor>, maxNorm: number): tf.Scalar {
   const norm = globalNorm(grads);
-  if (maxNorm > 0 && norm > maxNorm) {
-    const scale = maxNorm / (norm + 1e-6);
+  if (maxNorm > 0) {
+    const scale = tf.tidy(() => tf.minimum(1, tf.div(maxNorm, tf.add(norm, 1e-6))));
     for (const k of Object.keys(grads)) {
       const old = grads[k];
       grads[k] = tf.mul(old, scale);
       old.dispose();
     }
+    scale.dispose();
   }
   return norm;
 }

@@ -85,13 +85,13 @@ export class Trainer {
   }
 
   /** Loss and mean gradients over micro-batches (each weighted by its share of the sequences). */
-  computeGradients(microBatches: Batch[]): GradientResult {
+  async computeGradients(microBatches: Batch[]): Promise<GradientResult> {
     if (microBatches.length === 0) throw new DataError('computeGradients needs at least one micro-batch');
     const total = microBatches.reduce((s, b) => s + b.B, 0);
     const names = this.manifest.entries.map((e) => e.name);
     const wrt = names.map((n) => this.params[n]);
     let grads: Record<string, tf.Tensor> | undefined;
-    let loss = 0;
+    const losses: tf.Scalar[] = [];
     for (const mb of microBatches) {
       const share = mb.B / total;
       const result = tf.tidy(() => {
@@ -99,51 +99,57 @@ export class Trainer {
         const f = (...ps: tf.Tensor[]) => modelLoss(this.model, Object.fromEntries(names.map((n, k) => [n, ps[k]])), ids, targets);
         const { value, grads: g } = tf.valueAndGrads(f)(wrt);
         const acc = g.map((gi, k) => (grads ? tf.add(grads[names[k]], tf.mul(gi, share)) : tf.mul(gi, share)));
-        return { value, acc };
+        return { value: tf.mul(value, share) as tf.Scalar, acc };
       });
-      loss += result.value.dataSync()[0] * share;
-      result.value.dispose();
+      losses.push(result.value);
       if (grads) for (const t of Object.values(grads)) t.dispose();
       grads = Object.fromEntries(names.map((n, k) => [n, result.acc[k]]));
     }
+    // One read at the end, so the device is never stalled between micro-batches.
+    const total_ = tf.addN(losses);
+    const loss = (await total_.data())[0];
+    tf.dispose([total_, ...losses]);
     return { loss, grads: grads! };
   }
 
   /** Clips and applies gradients at the schedule's learning rate; disposes the gradients. */
-  applyGradients(grads: Record<string, tf.Tensor>): { gradNorm: number; lr: number } {
+  async applyGradients(grads: Record<string, tf.Tensor>): Promise<{ gradNorm: number; lr: number }> {
     const lr = learningRate(this.optimizer.step, this.train);
+    let norm: tf.Scalar | undefined;
     try {
-      const gradNorm = clipByGlobalNorm(grads, this.train.gradClip);
+      norm = clipByGlobalNorm(grads, this.train.gradClip);
       this.optimizer.apply(this.params, grads, lr);
-      return { gradNorm, lr };
+      return { gradNorm: (await norm.data())[0], lr };
     } finally {
+      norm?.dispose();
       for (const t of Object.values(grads)) t.dispose();
     }
   }
 
   /** One optimizer step over the given micro-batches. */
-  trainStep(microBatches: Batch[]): StepResult {
-    const { loss, grads } = this.computeGradients(microBatches);
-    const { gradNorm, lr } = this.applyGradients(grads);
+  async trainStep(microBatches: Batch[]): Promise<StepResult> {
+    const { loss, grads } = await this.computeGradients(microBatches);
+    const { gradNorm, lr } = await this.applyGradients(grads);
     return { loss, gradNorm, lr, step: this.optimizer.step };
   }
 
   /** Mean loss over batches without gradients. */
-  evalLoss(batches: Batch[]): number {
+  async evalLoss(batches: Batch[]): Promise<number> {
     let sum = 0;
     let count = 0;
     for (const b of batches) {
-      const value = tf.tidy(() => {
+      const loss = tf.tidy(() => {
         const { ids, targets } = batchTensors(b);
-        return modelLoss(this.model, this.params, ids, targets).dataSync()[0];
+        return modelLoss(this.model, this.params, ids, targets);
       });
-      sum += value * b.B;
+      sum += (await loss.data())[0] * b.B;
+      loss.dispose();
       count += b.B;
     }
     return sum / Math.max(1, count);
   }
 
-  exportParams(): Float32Array {
+  exportParams(): Promise<Float32Array> {
     return flattenTensors(this.params, this.manifest);
   }
 

@@ -56,25 +56,66 @@ function hasGpuDevice(): boolean {
   return existsSync('/dev/nvidia0');
 }
 
+interface AdapterLike {
+  info?: { vendor?: string; architecture?: string; device?: string; description?: string };
+}
+interface GpuLike {
+  requestAdapter(o?: object): Promise<AdapterLike | null>;
+}
+interface WebGpuPackage {
+  create: (flags: string[]) => GpuLike;
+  globals: Record<string, unknown>;
+}
+
+/** Adapter description. dawn.node keeps GPUAdapterInfo's fields as prototype getters: read them by name. */
+function describeAdapter(a: AdapterLike): string {
+  const i = a.info ?? {};
+  return [i.vendor, i.architecture, i.device, i.description].filter(Boolean).join(' ');
+}
+
+/**
+ * Installs navigator.gpu from the `webgpu` package (Dawn). The default Dawn instance (Vulkan on Linux, Metal,
+ * D3D12) comes first; with software adapters allowed, Mesa's llvmpipe over OpenGL ES follows (it needs
+ * EGL_PLATFORM=surfaceless headless and only offers the 'compatibility' feature level). tfjs-backend-webgpu
+ * requests its own adapter, so navigator.gpu adds the feature level that worked to every request.
+ */
+async function installNodeWebGpu(opts: SelectOptions): Promise<GpuLike> {
+  let webgpu: WebGpuPackage;
+  try {
+    webgpu = (await import('webgpu')) as unknown as WebGpuPackage;
+  } catch {
+    throw new Error('the optional "webgpu" package is not installed');
+  }
+  Object.assign(globalThis, webgpu.globals);
+  const attempts: Array<[string[], object]> = [[[], {}]];
+  if (opts.allowSoftwareWebGpu) attempts.push([['backend=opengles'], { featureLevel: 'compatibility' }]);
+  for (const [flags, extra] of attempts) {
+    if (flags.includes('backend=opengles')) process.env.EGL_PLATFORM ??= 'surfaceless';
+    const dawn = webgpu.create(flags);
+    if (!(await dawn.requestAdapter({ powerPreference: 'high-performance', ...extra }))) continue;
+    const d = dawn as unknown as { getPreferredCanvasFormat(): string; wgslLanguageFeatures: unknown };
+    const gpu = {
+      requestAdapter: (o: object = {}) => dawn.requestAdapter({ ...o, ...extra }),
+      getPreferredCanvasFormat: () => d.getPreferredCanvasFormat(),
+      get wgslLanguageFeatures() {
+        return d.wgslLanguageFeatures;
+      },
+    };
+    const nav = (globalThis as { navigator?: object }).navigator ?? {};
+    Object.defineProperty(globalThis, 'navigator', { value: { ...nav, gpu }, configurable: true });
+    return gpu;
+  }
+  throw new Error(opts.allowSoftwareWebGpu ? 'no WebGPU adapter (Vulkan or OpenGL ES)' : 'no WebGPU adapter');
+}
+
 async function tryWebGpu(opts: SelectOptions): Promise<string> {
   // Dawn prints driver warnings when it finds no GPU; without a device node a real adapter is impossible.
   if (!opts.allowSoftwareWebGpu && !hasGpuDevice()) throw new Error('no GPU device on this machine');
-  const g = globalThis as { navigator?: { gpu?: unknown } };
-  if (!g.navigator?.gpu) {
-    let webgpu: { create: (flags: string[]) => unknown; globals: Record<string, unknown> };
-    try {
-      webgpu = (await import('webgpu')) as unknown as typeof webgpu;
-    } catch {
-      throw new Error('the optional "webgpu" package is not installed');
-    }
-    Object.assign(globalThis, webgpu.globals);
-    const gpu = webgpu.create([]);
-    Object.defineProperty(globalThis, 'navigator', { value: { ...(g.navigator ?? {}), gpu }, configurable: true });
-  }
-  const gpu = (globalThis as unknown as { navigator: { gpu: { requestAdapter(o?: object): Promise<{ info?: Record<string, string> } | null> } } }).navigator.gpu;
-  const adapter = (await gpu.requestAdapter()) ?? (await gpu.requestAdapter({ featureLevel: 'compatibility' }));
+  const existing = (globalThis as { navigator?: { gpu?: GpuLike } }).navigator?.gpu;
+  const gpu = existing ?? (await installNodeWebGpu(opts));
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new Error('no WebGPU adapter');
-  const desc = Object.values(adapter.info ?? {}).filter(Boolean).join(' ');
+  const desc = describeAdapter(adapter);
   if (SOFTWARE_ADAPTER.test(desc) && !opts.allowSoftwareWebGpu) throw new Error(`only a software adapter (${desc || 'unknown'})`);
   if (!(await importOptional('@tensorflow/tfjs-backend-webgpu'))) throw new Error('@tensorflow/tfjs-backend-webgpu is not installed');
   if (!(await tf.setBackend('webgpu'))) throw new Error('tf.setBackend("webgpu") failed');
@@ -113,7 +154,10 @@ export async function selectBackend(preferred?: string, opts: SelectOptions = {}
   if (preferred !== undefined && preferred !== 'auto' && !(BACKENDS as readonly string[]).includes(preferred)) {
     throw new BackendUnavailableError(`unknown backend "${preferred}" (supported: auto, ${BACKENDS.join(', ')})`);
   }
-  const order: BackendName[] = preferred && preferred !== 'auto' ? [preferred as BackendName] : [...BACKENDS];
+  const forced = preferred !== undefined && preferred !== 'auto';
+  const order: BackendName[] = forced ? [preferred as BackendName] : [...BACKENDS];
+  // Asking for webgpu by name accepts a software adapter (slow, but it is what the user asked for).
+  if (forced && preferred === 'webgpu') opts = { ...opts, allowSoftwareWebGpu: opts.allowSoftwareWebGpu ?? true };
   const skipped: Record<string, string> = {};
   for (const name of order) {
     try {

@@ -41,4 +41,6 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+// Exit explicitly: a WebGPU (Dawn) instance keeps the event loop alive after the work is done.
+// stdout and stderr are synchronous for files and pipes on Linux, so nothing printed is lost.
+process.exit(await main(process.argv.slice(2)));

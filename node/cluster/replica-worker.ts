@@ -30,8 +30,8 @@ async function handle(req: ReplicaRequest): Promise<{ reply: ReplicaReply; trans
     }
     case 'grads': {
       const t = need();
-      const { loss, grads } = t.computeGradients(req.batches);
-      const flat = flattenTensors(grads, t.manifest);
+      const { loss, grads } = await t.computeGradients(req.batches);
+      const flat = await flattenTensors(grads, t.manifest);
       for (const g of Object.values(grads)) g.dispose();
       const sequences = req.batches.reduce((s, b) => s + b.B, 0);
       return { reply: { op: 'grads', loss, grads: flat, sequences }, transfer: [flat.buffer as ArrayBuffer] };
@@ -40,24 +40,24 @@ async function handle(req: ReplicaRequest): Promise<{ reply: ReplicaReply; trans
       const t = need();
       const views = sliceFlat(req.grads, t.manifest);
       const grads = Object.fromEntries(t.manifest.entries.map((e) => [e.name, tf.tensor(views.get(e.name)!, e.shape, 'float32')]));
-      const { gradNorm, lr } = t.applyGradients(grads);
+      const { gradNorm, lr } = await t.applyGradients(grads);
       return { reply: { op: 'apply', gradNorm, lr, step: t.step, numTensors: tf.memory().numTensors } };
     }
     case 'eval': {
       const sequences = req.batches.reduce((s, b) => s + b.B, 0);
-      return { reply: { op: 'eval', loss: need().evalLoss(req.batches), sequences } };
+      return { reply: { op: 'eval', loss: await need().evalLoss(req.batches), sequences } };
     }
     case 'state': {
       const t = need();
-      const { step, m, v } = t.optimizer.exportState();
-      const params = t.exportParams();
+      const { step, m, v } = await t.optimizer.exportState();
+      const params = await t.exportParams();
       return { reply: { op: 'state', state: { step, params, m, v } }, transfer: [params.buffer as ArrayBuffer, m.buffer as ArrayBuffer, v.buffer as ArrayBuffer] };
     }
     case 'hash':
-      return { reply: { op: 'hash', hash: hashFloats(need().exportParams()) } };
+      return { reply: { op: 'hash', hash: hashFloats(await need().exportParams()) } };
     case 'generate': {
       const t = need();
-      return { reply: { op: 'generate', ids: generate(t.model, t.params, req.prompt, req.options, req.exclude) } };
+      return { reply: { op: 'generate', ids: await generate(t.model, t.params, req.prompt, req.options, req.exclude) } };
     }
     case 'memory': {
       const m = tf.memory() as tf.MemoryInfo & { numBytesInGPU?: number };

@@ -4,12 +4,12 @@
  * end, and with --json one summary line on stdout.
  */
 import { availableParallelism } from 'node:os';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { architectureDifference, countParams, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig, type TrainConfig } from '../../engine/config.ts';
+import { architectureDifference, countParams, DEFAULT_TRAIN, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig, type TrainConfig } from '../../engine/config.ts';
 import { CharTokenizer } from '../../engine/data/char-tokenizer.ts';
 import { splitTokens, stepBatches, validationBatches, type BatchSpec } from '../../engine/data/batches.ts';
-import { ArchitectureMismatchError, DataError } from '../../engine/errors.ts';
+import { ArchitectureMismatchError, ConfigError, DataError } from '../../engine/errors.ts';
 import { buildManifest } from '../../engine/flat.ts';
 import { parameterSpecs } from '../../engine/model.ts';
 import type { Checkpoint } from '../../engine/checkpoint.ts';
@@ -25,6 +25,7 @@ import { Progress } from './progress.ts';
 export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   preset: { type: 'string', help: 'model shape', choices: presetNames(), default: 'tiny' },
   objective: { type: 'string', help: 'causal (next token) or mlm (masked tokens)', choices: ['causal', 'mlm'], default: 'causal' },
+  config: { type: 'string', help: 'JSON file: { "model": {nLayer, nHead, nEmbd, blockSize}, "train": {...} } over the preset' },
   data: { type: 'string', help: 'UTF-8 text file to train on (default: the built-in Brown corpus)' },
   steps: { type: 'int', help: 'optimizer steps to reach', min: 1, default: 300 },
   backend: { type: 'string', help: 'TF.js backend', choices: ['auto', ...BACKENDS], default: 'auto' },
@@ -64,6 +65,26 @@ export interface TrainSummary {
   sample?: string;
 }
 
+/** A --config file: partial model and train settings layered over the preset and defaults. */
+function readRunConfig(path: string): { model: Partial<ModelConfig>; train: Partial<TrainConfig> } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${path}: ${(err as Error).message}`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new ConfigError(`${path}: a config must be a JSON object`);
+  const { model = {}, train = {}, ...rest } = raw as Record<string, unknown>;
+  const unknown = Object.keys(rest);
+  if (unknown.length) throw new ConfigError(`${path}: unknown key "${unknown[0]}" (expected "model" and/or "train")`, unknown[0]);
+  for (const [name, section, allowed] of [['model', model, ['nLayer', 'nHead', 'nEmbd', 'blockSize']], ['train', train, Object.keys(DEFAULT_TRAIN)]] as const) {
+    if (typeof section !== 'object' || section === null || Array.isArray(section)) throw new ConfigError(`${path}: "${name}" must be an object`, name);
+    const bad = Object.keys(section).find((k) => !(allowed as readonly string[]).includes(k));
+    if (bad) throw new ConfigError(`${path}: unknown ${name} key "${bad}" (allowed: ${allowed.join(', ')})`, bad);
+  }
+  return { model: model as Partial<ModelConfig>, train: train as Partial<TrainConfig> };
+}
+
 function explicitFlags(argv: string[]): Set<string> {
   return new Set(argv.filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]));
 }
@@ -88,6 +109,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
     throw new UsageError(`--resume: no checkpoint at ${ckptPath}`);
   }
 
+  const fileConfig = flags.config ? readRunConfig(String(flags.config)) : { model: {}, train: {} };
   const source = loadTextSource(flags.data as string | undefined, cacheDir());
   const tokenizer = resumed ? CharTokenizer.fromJSON(resumed.tokenizer) : CharTokenizer.fromText(source.text, flags.objective === 'mlm');
   let model: ModelConfig;
@@ -99,7 +121,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       if (diff) throw new ArchitectureMismatchError(diff.key, diff.a, diff.b);
     }
   } else {
-    model = modelConfigFromPreset(String(flags.preset), tokenizer.vocabSize, { objective: flags.objective as ModelConfig['objective'] });
+    model = modelConfigFromPreset(String(flags.preset), tokenizer.vocabSize, { ...fileConfig.model, objective: flags.objective as ModelConfig['objective'] });
   }
   if (tokenizer.vocabSize !== model.vocabSize) throw new DataError(`tokenizer has ${tokenizer.vocabSize} tokens but the model expects ${model.vocabSize}`);
   const tokens = tokenizer.encode(source.text);
@@ -107,22 +129,30 @@ export async function trainCommand(argv: string[]): Promise<number> {
   // One probe in this process picks the backend; workers then start exactly that one.
   const probe = await selectBackend(String(flags.backend));
   const cpuLike = probe.name === 'wasm' || probe.name === 'cpu';
-  const batchSize = Number(flags.batch);
-  const workers = Number(flags.workers ?? (cpuLike ? Math.min(availableParallelism(), 8, batchSize) : 1));
-  const microBatchSize = Number(flags['micro-batch'] ?? Math.max(1, Math.floor(batchSize / workers)));
+  // Precedence for each training setting: an explicit flag, then --config, then the checkpoint being resumed,
+  // then the flag's default. Resuming with nothing given thus continues exactly as the run was configured.
+  const pick = (flag: string, key: keyof TrainConfig): number | undefined => {
+    if (given.has(flag)) return Number(flags[flag]);
+    const v = fileConfig.train[key] ?? resumed?.train[key] ?? flags[flag];
+    return v === undefined ? undefined : Number(v);
+  };
   const steps = Number(flags.steps);
+  const batchSize = pick('batch', 'batchSize')!;
+  const workers = Number(flags.workers ?? (cpuLike ? Math.min(availableParallelism(), 8, batchSize) : 1));
   const train: TrainConfig = validateTrainConfig(
     {
+      ...DEFAULT_TRAIN,
       ...(resumed?.train ?? {}),
+      ...fileConfig.train,
       batchSize,
-      microBatchSize,
-      seqLen: Math.min(Number(flags.seq ?? model.blockSize), model.blockSize),
-      lr: flags.lr,
-      warmupSteps: Number(flags.warmup ?? Math.min(100, Math.max(1, Math.floor(steps / 10)))),
+      microBatchSize: pick('micro-batch', 'microBatchSize') ?? Math.max(1, Math.floor(batchSize / workers)),
+      seqLen: Math.min(pick('seq', 'seqLen') ?? model.blockSize, model.blockSize),
+      lr: pick('lr', 'lr'),
+      warmupSteps: pick('warmup', 'warmupSteps') ?? Math.min(100, Math.max(1, Math.floor(steps / 10))),
       totalSteps: steps,
-      weightDecay: flags['weight-decay'],
-      gradClip: flags['grad-clip'],
-      seed: resumed?.train.seed ?? flags.seed,
+      weightDecay: pick('weight-decay', 'weightDecay'),
+      gradClip: pick('grad-clip', 'gradClip'),
+      seed: pick('seed', 'seed'),
     },
     model,
   );

@@ -18,12 +18,12 @@ describe.each(ENGINE_BACKENDS)('pipeline stages on %s', (backend) => {
   afterAll(() => tf.disposeVariables());
 
   for (const objective of ['causal', 'mlm'] as const) {
-    it(`${objective}: every split into stages matches the whole model`, () => {
+    it(`${objective}: every split into stages matches the whole model`, async () => {
       const g = loadGolden(objective);
       const model = validateModelConfig({ ...g.config, nLayer: 3 });
       const trainer = new Trainer(model, { ...DEFAULT_TRAIN, seed: 11 });
       const batch = goldenBatch(g);
-      const whole = trainer.computeGradients([batch]);
+      const whole = await trainer.computeGradients([batch]);
       const before = tf.memory().numTensors;
       for (let S = 1; S <= partNames(model).length; S++) {
         const stages = evenStageRanges(model, S).map((r) => new Stage(model, r));

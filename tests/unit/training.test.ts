@@ -29,25 +29,25 @@ describe.each(ENGINE_BACKENDS)('training on %s', (backend) => {
   });
   afterAll(() => tf.disposeVariables());
 
-  it('leaks no tensor across a training step (with gradient accumulation)', () => {
+  it('leaks no tensor across a training step (with gradient accumulation)', async () => {
     const trainer = new Trainer(model, train);
-    trainer.trainStep(stepBatches(trainTokens, spec, 1, 0, 2)); // creates optimizer state
+    await trainer.trainStep(stepBatches(trainTokens, spec, 1, 0, 2)); // creates optimizer state
     const before = tf.memory().numTensors;
-    for (let s = 1; s < 4; s++) trainer.trainStep(stepBatches(trainTokens, spec, 1, s, 2));
+    for (let s = 1; s < 4; s++) await trainer.trainStep(stepBatches(trainTokens, spec, 1, s, 2));
     expect(tf.memory().numTensors).toBe(before);
-    trainer.evalLoss(validationBatches(val, spec, 1, 1));
+    await trainer.evalLoss(validationBatches(val, spec, 1, 1));
     expect(tf.memory().numTensors).toBe(before);
     trainer.dispose();
   });
 
-  it('the loss falls over 50 steps on real text (Brown corpus)', () => {
+  it('the loss falls over 50 steps on real text (Brown corpus)', async () => {
     const trainer = new Trainer(model, train);
     const valBatches = validationBatches(val, spec, 1, 4);
-    const initial = trainer.evalLoss(valBatches);
+    const initial = await trainer.evalLoss(valBatches);
     expect(initial).toBeGreaterThan(Math.log(tokenizer.vocabSize) - 0.3); // starts near uniform
     const losses: number[] = [];
-    for (let s = 0; s < 50; s++) losses.push(trainer.trainStep(stepBatches(trainTokens, spec, 1, s, 2)).loss);
-    const final = trainer.evalLoss(valBatches);
+    for (let s = 0; s < 50; s++) losses.push((await trainer.trainStep(stepBatches(trainTokens, spec, 1, s, 2))).loss);
+    const final = await trainer.evalLoss(valBatches);
     const early = losses.slice(0, 5).reduce((a, b) => a + b) / 5;
     const late = losses.slice(-5).reduce((a, b) => a + b) / 5;
     expect(late).toBeLessThan(early - 0.8);
@@ -55,14 +55,14 @@ describe.each(ENGINE_BACKENDS)('training on %s', (backend) => {
     trainer.dispose();
   });
 
-  it('replicas from the same seed and batches stay bit-identical', () => {
+  it('replicas from the same seed and batches stay bit-identical', async () => {
     const a = new Trainer(model, train);
     const b = new Trainer(model, train);
     for (let s = 0; s < 3; s++) {
-      a.trainStep(stepBatches(trainTokens, spec, 2, s, 1));
-      b.trainStep(stepBatches(trainTokens, spec, 2, s, 1));
+      await a.trainStep(stepBatches(trainTokens, spec, 2, s, 1));
+      await b.trainStep(stepBatches(trainTokens, spec, 2, s, 1));
     }
-    expect(hashFloats(a.exportParams())).toBe(hashFloats(b.exportParams()));
+    expect(hashFloats(await a.exportParams())).toBe(hashFloats(await b.exportParams()));
     a.dispose();
     b.dispose();
   });
