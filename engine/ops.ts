@@ -63,9 +63,9 @@ export const gelu = customGrad<[tf.Tensor]>((x, save) => {
   };
 });
 
-/** Column sums of a [N, C] matrix as a [1, N] x [N, C] product: a fast 2-D matmul on every backend. */
+/** Column sums of a [N, C] matrix -> [C] (bias and gain gradients; a fast in-place kernel on WASM). */
 export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
-  return tf.reshape(tf.matMul(tf.ones([1, x.shape[0]]), x), [x.shape[1]]); // [C]
+  return tf.sum(x, 0);
 }
 
 /**

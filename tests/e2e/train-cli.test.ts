@@ -34,7 +34,7 @@ describe('peertrain train', () => {
   it('trains, validates, checkpoints, samples and prints a JSON summary', async () => {
     const out = join(dir, 'run-ok');
     const r = await runCli(['train', '--data', data, '--steps', '4', '--out', out, '--json', '--workers', '2', ...QUICK]);
-    expect(r.stderr).toMatch(/backend: wasm \(XNNPACK, fast BatchMatMul\/Slice\/Transpose\) × 2 workers/);
+    expect(r.stderr).toMatch(/backend: wasm \(XNNPACK, fast BatchMatMul\/Slice\/Transpose\/Sum\) × 2 workers/);
     expect(r.stderr).toMatch(/step 4: train loss [\d.]+, val loss [\d.]+/);
     expect(r.stderr).toMatch(/sample: /);
     expect(r.code).toBe(0);

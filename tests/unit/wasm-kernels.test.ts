@@ -66,6 +66,15 @@ describe('fast WASM kernels agree with the cpu backend', () => {
     expect(await diff((x) => tf.slice(x, [0, 1, 2], [3, 2, 2]), [{ data: rand(shape, 5), shape }])).toBe(0);
   });
 
+  it.each([
+    [[37, 53], 0, false],
+    [[4, 5, 6], [0, 1], true],
+    [[4, 5, 6], 1, false], // not leading: the stock kernel
+    [[4, 5, 6], -1, false],
+  ] as Array<[number[], number | number[], boolean]>)('sum %j over %j (keepDims %s)', async (shape, axis, keepDims) => {
+    expect(await diff((x) => tf.sum(x, axis, keepDims), [{ data: rand(shape, 8), shape }])).toBeLessThan(1e-5);
+  });
+
   it('gradients through the kernels match', async () => {
     const f = (a: tf.Tensor, b: tf.Tensor) => tf.grads((x: tf.Tensor, y: tf.Tensor) => tf.sum(tf.square(tf.matMul(tf.transpose(x, [0, 2, 1]), y))))([a, b])[0];
     expect(await diff(f, [{ data: rand([3, 4, 5], 6), shape: [3, 4, 5] }, { data: rand([3, 4, 2], 7), shape: [3, 4, 2] }])).toBeLessThan(1e-3);

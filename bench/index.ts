@@ -1,0 +1,103 @@
+/**
+ * `npm run bench`: training throughput and peak memory of the `tiny` and `small` presets on every backend
+ * present, and the same model and batch trained by PyTorch on this machine in the same run (when python3 with
+ * torch is installed), with the ratio. Each measurement runs in its own process. Prints one JSON document.
+ *
+ * PEERTRAIN_BENCH_QUICK=1 runs fewer steps (for a smoke check).
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { availableParallelism, cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const quick = process.env.PEERTRAIN_BENCH_QUICK === '1';
+
+interface Case {
+  preset: 'tiny' | 'small';
+  backend: string;
+  workers: number;
+  batch: number;
+  seq: number;
+  steps: number;
+}
+
+function run(cmd: string, args: string[], timeoutMs: number): Record<string, unknown> {
+  const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, PEERTRAIN_TEST_WEBGPU: '0' } });
+  const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line);
+  } catch {
+    return { error: (r.stderr || r.error?.message || `exit ${r.status}`).trim().split('\n').slice(-3).join(' | ') };
+  }
+}
+
+function ours(c: Case): Record<string, unknown> {
+  process.stderr.write(`bench: peertrain ${c.preset} ${c.backend} x${c.workers} batch ${c.batch}x${c.seq}\n`);
+  return run(process.execPath, [
+    'bin/run-ts.js', 'bench/train-speed.ts',
+    '--preset', c.preset, '--backend', c.backend, '--workers', String(c.workers),
+    '--batch', String(c.batch), '--seq', String(c.seq), '--steps', String(c.steps), '--warmup', '1',
+  ], 600_000);
+}
+
+function torch(c: Case, threads: number): Record<string, unknown> | undefined {
+  process.stderr.write(`bench: pytorch ${c.preset} ${threads} threads batch ${c.batch}x${c.seq}\n`);
+  const r = run('/usr/bin/python3', [
+    'scripts/reference/torch_bench.py', '--preset', c.preset, '--batch', String(c.batch), '--seq', String(c.seq),
+    '--steps', String(quick ? 2 : 10), '--warmup', '2', '--threads', String(threads),
+  ], 600_000);
+  return r;
+}
+
+function torchAvailable(): boolean {
+  try {
+    execFileSync('/usr/bin/python3', ['-c', 'import torch'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function webgpuAvailable(): boolean {
+  const r = spawnSync(process.execPath, ['bin/run-ts.js', 'bench/probe-backend.ts', 'webgpu'], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+  return r.status === 0;
+}
+
+const cores = availableParallelism();
+const steps = quick ? 2 : 6;
+const cases: Case[] = [
+  // The shapes FACTS.md measured PyTorch on: tiny at 16 x 128.
+  { preset: 'tiny', backend: 'wasm', workers: 1, batch: 16, seq: 128, steps },
+  { preset: 'tiny', backend: 'wasm', workers: cores, batch: 16, seq: 128, steps },
+  { preset: 'small', backend: 'wasm', workers: 1, batch: 8, seq: 256, steps: quick ? 1 : 3 },
+  { preset: 'small', backend: 'wasm', workers: cores, batch: 8, seq: 256, steps: quick ? 1 : 3 },
+  // The cpu backend is ~100x slower than wasm: a smaller batch keeps it to seconds per step.
+  { preset: 'tiny', backend: 'cpu', workers: 1, batch: 2, seq: 64, steps: 2 },
+  { preset: 'small', backend: 'cpu', workers: 1, batch: 1, seq: 64, steps: 1 },
+];
+if (webgpuAvailable()) {
+  // A software adapter here (Mesa llvmpipe): correctness, not speed. A real GPU would use bigger batches.
+  cases.push({ preset: 'tiny', backend: 'webgpu', workers: 1, batch: 2, seq: 64, steps: 2 });
+  cases.push({ preset: 'small', backend: 'webgpu', workers: 1, batch: 1, seq: 64, steps: 1 });
+}
+
+const hasTorch = torchAvailable();
+const results = cases.map((c) => {
+  const mine = ours(c);
+  const ref = hasTorch ? torch(c, Math.min(cores, 2)) : undefined;
+  const ratio = ref && typeof ref.tokensPerSec === 'number' && typeof mine.tokensPerSec === 'number' ? Number((mine.tokensPerSec / ref.tokensPerSec).toFixed(3)) : null;
+  return { ...mine, pytorch: ref ?? 'python3-torch not installed', ratioToPytorch: ratio };
+});
+
+console.log(
+  JSON.stringify(
+    {
+      bench: 'training-throughput',
+      machine: { cores, cpu: cpus()[0]?.model, node: process.version },
+      note: 'tokensPerSec of one optimizer step (forward, backward, AdamW) on random tokens; pytorch is the same model, batch and optimizer (scripts/reference/torch_bench.py)',
+      results,
+    },
+    null,
+    2,
+  ),
+);
