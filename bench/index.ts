@@ -3,7 +3,8 @@
  * present, and the same model and batch trained by PyTorch on this machine in the same run (when python3 with
  * torch is installed), with the ratio. Each measurement runs in its own process. Prints one JSON document.
  *
- * PEERTRAIN_BENCH_QUICK=1 runs fewer steps (for a smoke check).
+ * Timings on a shared machine vary up to 2x between runs, so each wasm and PyTorch measurement is the best of
+ * two runs. PEERTRAIN_BENCH_QUICK=1 runs fewer steps, once (for a smoke check).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { availableParallelism, cpus } from 'node:os';
@@ -40,7 +41,7 @@ function ours(c: Case): Record<string, unknown> {
   ], 600_000);
 }
 
-function torch(c: Case, threads: number): Record<string, unknown> | undefined {
+function torch(c: Case, threads: number): Record<string, unknown> {
   process.stderr.write(`bench: pytorch ${c.preset} ${threads} threads batch ${c.batch}x${c.seq}\n`);
   const r = run('/usr/bin/python3', [
     'scripts/reference/torch_bench.py', '--preset', c.preset, '--batch', String(c.batch), '--seq', String(c.seq),
@@ -81,10 +82,28 @@ if (webgpuAvailable()) {
   cases.push({ preset: 'small', backend: 'webgpu', workers: 1, batch: 1, seq: 64, steps: 1 });
 }
 
+/** Best of `tries` runs: this shared machine's timings vary up to 2x between runs; each side gets its best. */
+function best(tries: number, f: () => Record<string, unknown>): Record<string, unknown> {
+  let top: Record<string, unknown> = {};
+  for (let i = 0; i < tries; i++) {
+    const r = f();
+    if (typeof r.tokensPerSec === 'number' && !(typeof top.tokensPerSec === 'number' && top.tokensPerSec >= r.tokensPerSec)) top = r;
+    else if (top.tokensPerSec === undefined) top = r;
+  }
+  return top;
+}
+
 const hasTorch = torchAvailable();
+const torchByShape = new Map<string, Record<string, unknown>>();
+const tries = quick ? 1 : 2;
 const results = cases.map((c) => {
-  const mine = ours(c);
-  const ref = hasTorch ? torch(c, Math.min(cores, 2)) : undefined;
+  const mine = best(c.backend === 'wasm' ? tries : 1, () => ours(c));
+  let ref: Record<string, unknown> | undefined;
+  if (hasTorch) {
+    const shape = `${c.preset} ${c.batch}x${c.seq}`;
+    if (!torchByShape.has(shape)) torchByShape.set(shape, best(tries, () => torch(c, Math.min(cores, 2))));
+    ref = torchByShape.get(shape);
+  }
   const ratio = ref && typeof ref.tokensPerSec === 'number' && typeof mine.tokensPerSec === 'number' ? Number((mine.tokensPerSec / ref.tokensPerSec).toFixed(3)) : null;
   return { ...mine, pytorch: ref ?? 'python3-torch not installed', ratioToPytorch: ratio };
 });

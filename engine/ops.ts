@@ -63,6 +63,21 @@ export const gelu = customGrad<[tf.Tensor]>((x, save) => {
   };
 });
 
+/**
+ * Sum of many tensors by pairwise adds. Not tf.addN: on WebGPU it binds every input to one shader, and a
+ * device allows as few as 8 storage buffers per stage (found with 53 gradient norms on Mesa's adapter).
+ */
+export function addMany(ts: tf.Tensor[]): tf.Tensor {
+  if (ts.length === 0) throw new Error('addMany needs at least one tensor');
+  let level = ts;
+  while (level.length > 1) {
+    const next: tf.Tensor[] = [];
+    for (let i = 0; i < level.length; i += 2) next.push(i + 1 < level.length ? tf.add(level[i], level[i + 1]) : level[i]);
+    level = next;
+  }
+  return level[0];
+}
+
 /** Column sums of a [N, C] matrix -> [C] (bias and gain gradients; a fast in-place kernel on WASM). */
 export function columnSums(x: tf.Tensor2D): tf.Tensor1D {
   return tf.sum(x, 0);

@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { buildManifest, flattenTensors, sliceFlat, type Manifest } from './flat.ts';
 import { ManifestError } from './errors.ts';
+import { addMany } from './ops.ts';
 
 export interface AdamWConfig {
   beta1: number;
@@ -101,7 +102,7 @@ export class AdamW {
 
 /** Global L2 norm of a set of gradients, as a scalar tensor (no read back: the caller decides when). */
 export function globalNorm(grads: Record<string, tf.Tensor>): tf.Scalar {
-  return tf.tidy(() => tf.sqrt(tf.addN(Object.values(grads).map((g) => tf.sum(tf.square(g))))) as tf.Scalar);
+  return tf.tidy(() => tf.sqrt(addMany(Object.values(grads).map((g) => tf.sum(tf.square(g))))) as tf.Scalar);
 }
 
 /**

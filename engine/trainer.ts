@@ -11,6 +11,7 @@ import { modelLoss, parameterSpecs, initParameterArrays, type HeadTargets } from
 import { AdamW, clipByGlobalNorm } from './optimizer.ts';
 import { learningRate } from './schedule.ts';
 import { DataError } from './errors.ts';
+import { addMany } from './ops.ts';
 
 /** A micro-batch as plain arrays (what data loaders produce and peers can recompute). */
 export interface Batch {
@@ -106,7 +107,7 @@ export class Trainer {
       grads = Object.fromEntries(names.map((n, k) => [n, result.acc[k]]));
     }
     // One read at the end, so the device is never stalled between micro-batches.
-    const total_ = tf.addN(losses);
+    const total_ = addMany(losses);
     const loss = (await total_.data())[0];
     tf.dispose([total_, ...losses]);
     return { loss, grads: grads! };

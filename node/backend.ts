@@ -149,6 +149,14 @@ async function start(name: BackendName, opts: SelectOptions): Promise<string> {
   }
 }
 
+/**
+ * Process-wide settings a backend needs before any thread starts it. Worker threads get a copy of process.env
+ * that native code never sees, so the main thread sets what Mesa's EGL reads (headless surfaceless platform).
+ */
+export function prepareProcessForBackend(name: string): void {
+  if (name === 'webgpu' || name === 'auto') process.env.EGL_PLATFORM ??= 'surfaceless';
+}
+
 /** Starts the preferred backend, or the best available one when `preferred` is undefined or "auto". */
 export async function selectBackend(preferred?: string, opts: SelectOptions = {}): Promise<BackendChoice> {
   if (preferred !== undefined && preferred !== 'auto' && !(BACKENDS as readonly string[]).includes(preferred)) {

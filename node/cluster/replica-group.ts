@@ -10,6 +10,7 @@ import { weightedMean } from '../../engine/averaging.ts';
 import type { ModelConfig, TrainConfig } from '../../engine/config.ts';
 import type { SampleOptions } from '../../engine/generate.ts';
 import type { Batch } from '../../engine/trainer.ts';
+import { prepareProcessForBackend } from '../backend.ts';
 import type { Envelope, ReplicaReply, ReplicaRequest, ReplicaState } from './messages.ts';
 
 /** Thrown when a replica worker fails, exits, or answers with an error. */
@@ -93,6 +94,7 @@ export class ReplicaGroup {
 
   static async start(o: ReplicaGroupOptions): Promise<ReplicaGroup> {
     if (!Number.isInteger(o.workers) || o.workers < 1) throw new ReplicaError(`workers must be a positive integer, got ${o.workers}`);
+    prepareProcessForBackend(o.backend);
     const replicas = Array.from({ length: o.workers }, (_, i) => {
       const worker = new Worker(WORKER, { execArgv: ['--import', REGISTER], stdout: false, stderr: false });
       return new ReplicaHandle(i, worker);

@@ -30,7 +30,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   steps: { type: 'int', help: 'optimizer steps to reach', min: 1, default: 300 },
   backend: { type: 'string', help: 'TF.js backend', choices: ['auto', ...BACKENDS], default: 'auto' },
   workers: { type: 'int', help: 'replica workers (default: one per core on wasm/cpu, 1 on a GPU)', min: 1 },
-  out: { type: 'string', help: 'run directory for checkpoints', default: 'runs/train' },
+  out: { type: 'string', help: 'run directory for checkpoints (default: a new runs/<preset>-<time>)' },
   resume: { type: 'boolean', help: 'continue from the checkpoint in --out' },
   batch: { type: 'int', help: 'sequences per optimizer step', min: 1, default: 16 },
   'micro-batch': { type: 'int', help: 'sequences per forward/backward pass (default: batch / workers)', min: 1 },
@@ -96,7 +96,9 @@ export async function trainCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const given = explicitFlags(argv);
-  const outDir = resolve(String(flags.out));
+  if (flags.resume && !given.has('out')) throw new UsageError('--resume needs --out DIR: the run directory to continue');
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const outDir = resolve(String(flags.out ?? join('runs', `${flags.preset}-${stamp}`)));
   const ckptPath = join(outDir, CHECKPOINT_FILE);
   const progress = new Progress(process.stderr, Boolean(flags.quiet));
 
