@@ -2,11 +2,16 @@
  * peertrain's command line. Each command returns an exit code; errors with a known `name` print one line
  * naming the problem and exit non-zero, anything else prints its stack (a bug).
  */
+import { prepareCommand } from './data/prepare-command.ts';
+import { evalCommand, generateCommand } from './eval-command.ts';
 import { exportCommand } from './export-command.ts';
 import { trainCommand } from './train/train-command.ts';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help: string }> = {
-  train: { run: trainCommand, help: 'train a model on this machine (all cores)' },
+  prepare: { run: prepareCommand, help: 'clean, tokenize and shard text into a verifiable data folder' },
+  train: { run: trainCommand, help: 'train a model on this machine (all cores), or fine-tune one (--from)' },
+  eval: { run: evalCommand, help: 'score a checkpoint: loss, perplexity, bits/char, BLEU, diversity' },
+  generate: { run: generateCommand, help: 'continue a prompt with a checkpoint' },
   export: { run: exportCommand, help: 'write a checkpoint\'s weights as safetensors' },
 };
 

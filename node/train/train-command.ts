@@ -7,8 +7,8 @@ import { availableParallelism } from 'node:os';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { architectureDifference, countParams, DEFAULT_TRAIN, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig, type TrainConfig } from '../../engine/config.ts';
-import { CharTokenizer } from '../../engine/data/char-tokenizer.ts';
-import { splitTokens, stepBatches, validationBatches, type BatchSpec } from '../../engine/data/batches.ts';
+import { stepBatches, validationBatches, type BatchSpec } from '../../engine/data/batches.ts';
+import { describeTokenizer, sameTokenizer, type TokenizerJSON } from '../../engine/data/tokenizers/index.ts';
 import { ArchitectureMismatchError, ConfigError, DataError } from '../../engine/errors.ts';
 import { buildManifest } from '../../engine/flat.ts';
 import { parameterSpecs } from '../../engine/model.ts';
@@ -17,7 +17,7 @@ import { helpText, parseArgs, type FlagSpec } from '../args.ts';
 import { BACKENDS, selectBackend } from '../backend.ts';
 import { loadCheckpoint, saveCheckpoint } from '../checkpoint-io.ts';
 import { ReplicaGroup } from '../cluster/replica-group.ts';
-import { loadTextSource } from '../data/text-source.ts';
+import { resolveData } from '../data/data-source.ts';
 import { UsageError } from '../errors.ts';
 import { cacheDir } from '../paths.ts';
 import { Progress } from './progress.ts';
@@ -26,7 +26,8 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   preset: { type: 'string', help: 'model shape', choices: presetNames(), default: 'tiny' },
   objective: { type: 'string', help: 'causal (next token) or mlm (masked tokens)', choices: ['causal', 'mlm'], default: 'causal' },
   config: { type: 'string', help: 'JSON file: { "model": {nLayer, nHead, nEmbd, blockSize}, "train": {...} } over the preset' },
-  data: { type: 'string', help: 'UTF-8 text file to train on (default: the built-in Brown corpus)' },
+  data: { type: 'string', help: 'prepared data folder, or a UTF-8 text file (default: the built-in Brown corpus)' },
+  from: { type: 'string', help: 'fine-tune: start from this checkpoint\'s weights with a new schedule' },
   steps: { type: 'int', help: 'optimizer steps to reach', min: 1, default: 300 },
   backend: { type: 'string', help: 'TF.js backend', choices: ['auto', ...BACKENDS], default: 'auto' },
   workers: { type: 'int', help: 'replica workers (default: one per core on wasm/cpu, 1 on a GPU)', min: 1 },
@@ -85,6 +86,12 @@ function readRunConfig(path: string): { model: Partial<ModelConfig>; train: Part
   return { model: model as Partial<ModelConfig>, train: train as Partial<TrainConfig> };
 }
 
+function describeTokenizerJSON(j: unknown): string {
+  const o = j as { kind?: string; chars?: unknown[]; words?: unknown[]; merges?: unknown[] };
+  const size = o.kind === 'char' ? o.chars?.length : o.kind === 'word' ? o.words?.length : o.kind === 'bpe' ? (o.merges?.length ?? 0) + 256 : o.kind === 'bpe-gpt2' ? 50256 : undefined;
+  return `${o.kind ?? 'unknown'}${size !== undefined ? ` (${size + 2} tokens)` : ''}`;
+}
+
 function explicitFlags(argv: string[]): Set<string> {
   return new Set(argv.filter((a) => a.startsWith('--')).map((a) => a.slice(2).split('=')[0]));
 }
@@ -112,11 +119,20 @@ export async function trainCommand(argv: string[]): Promise<number> {
   }
 
   const fileConfig = flags.config ? readRunConfig(String(flags.config)) : { model: {}, train: {} };
-  const source = loadTextSource(flags.data as string | undefined, cacheDir());
-  const tokenizer = resumed ? CharTokenizer.fromJSON(resumed.tokenizer) : CharTokenizer.fromText(source.text, flags.objective === 'mlm');
+  if (flags.from && flags.resume) throw new UsageError('--from starts a new run from a checkpoint; --resume continues one: pick one');
+  const base = flags.from ? loadCheckpoint(String(flags.from)) : undefined;
+  const data = await resolveData(flags.data as string | undefined, (m) => progress.log(m));
+  const tokenizer = data.tokenizer;
+  const source = data.manifest.name;
+  const parent = resumed ?? base;
+  if (parent && !sameTokenizer(parent.tokenizer as TokenizerJSON, tokenizer.toJSON())) {
+    throw new DataError(
+      `the data's tokenizer (${describeTokenizer(tokenizer)}) differs from the checkpoint's (${describeTokenizerJSON(parent.tokenizer)}): prepare the data with the checkpoint's tokenizer`,
+    );
+  }
   let model: ModelConfig;
-  if (resumed) {
-    model = resumed.model;
+  if (parent) {
+    model = parent.model;
     if (given.has('preset') || given.has('objective')) {
       const wanted = modelConfigFromPreset(String(flags.preset), model.vocabSize, { objective: flags.objective as ModelConfig['objective'] });
       const diff = architectureDifference(model, wanted);
@@ -125,8 +141,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   } else {
     model = modelConfigFromPreset(String(flags.preset), tokenizer.vocabSize, { ...fileConfig.model, objective: flags.objective as ModelConfig['objective'] });
   }
-  if (tokenizer.vocabSize !== model.vocabSize) throw new DataError(`tokenizer has ${tokenizer.vocabSize} tokens but the model expects ${model.vocabSize}`);
-  const tokens = tokenizer.encode(source.text);
+  if (tokenizer.vocabSize !== model.vocabSize) throw new DataError(`the data has ${tokenizer.vocabSize} tokens but the model expects ${model.vocabSize}`);
 
   // One probe in this process picks the backend; workers then start exactly that one.
   const probe = await selectBackend(String(flags.backend));
@@ -148,7 +163,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       ...fileConfig.train,
       batchSize,
       microBatchSize: pick('micro-batch', 'microBatchSize') ?? Math.max(1, Math.floor(batchSize / workers)),
-      seqLen: Math.min(pick('seq', 'seqLen') ?? model.blockSize, model.blockSize),
+      seqLen: Math.min(pick('seq', 'seqLen') ?? model.blockSize, model.blockSize, data.manifest.sequenceLength - 1),
       lr: pick('lr', 'lr'),
       warmupSteps: pick('warmup', 'warmupSteps') ?? Math.min(100, Math.max(1, Math.floor(steps / 10))),
       totalSteps: steps,
@@ -158,25 +173,28 @@ export async function trainCommand(argv: string[]): Promise<number> {
     },
     model,
   );
-  const spec: BatchSpec = { B: train.microBatchSize, T: train.seqLen, objective: model.objective, maskProb: train.maskProb, maskId: tokenizer.maskId, vocabSize: model.vocabSize };
-  const { train: trainTokens, val: valTokens } = splitTokens(tokens, 0.1, train.seqLen + 1);
-  const valBatches = validationBatches(valTokens, spec, train.seed, Number(flags['eval-batches']));
+  if (given.has('seq') && train.seqLen < Number(flags.seq)) {
+    throw new UsageError(`--seq ${flags.seq} is longer than the data's sequences (${data.manifest.sequenceLength - 1} tokens) or the model's context (${model.blockSize})`);
+  }
+  const spec: BatchSpec = { B: train.microBatchSize, T: train.seqLen, objective: model.objective, maskProb: train.maskProb, maskId: tokenizer.maskId, eosId: tokenizer.eosId, vocabSize: model.vocabSize };
+  const valBatches = validationBatches(data.val, spec, train.seed, Number(flags['eval-batches']));
   const microPerStep = train.batchSize / train.microBatchSize;
   const tokensPerStep = train.batchSize * train.seqLen;
   const startStep = resumed?.step ?? 0;
   if (startStep >= steps) throw new UsageError(`the checkpoint is already at step ${startStep}; pass --steps above it to train further`);
 
   mkdirSync(outDir, { recursive: true });
-  progress.log(`data: ${source.name} — ${tokens.length.toLocaleString('en-US')} chars, vocabulary ${tokenizer.vocabSize}`);
+  progress.log(`data: ${source} — ${data.manifest.train.tokens.toLocaleString('en-US')} training tokens, ${describeTokenizer(tokenizer)}`);
   progress.log(`model: ${flags.preset} (${model.nLayer} layers, ${model.nHead} heads, ${model.nEmbd} wide, context ${model.blockSize}, ${model.objective}) — ${countParams(model).toLocaleString('en-US')} parameters`);
-  progress.log(`backend: ${probe.name} (${probe.detail}) × ${workers} worker${workers > 1 ? 's' : ''}${resumed ? ` — resuming at step ${startStep}` : ''}`);
+  progress.log(`backend: ${probe.name} (${probe.detail}) × ${workers} worker${workers > 1 ? 's' : ''}${resumed ? ` — resuming at step ${startStep}` : ''}${base ? ` — fine-tuning ${flags.from} (step ${base.step})` : ''}`);
 
   const group = await ReplicaGroup.start({
     workers,
     backend: probe.name,
     model,
     train,
-    state: resumed ? { step: resumed.step, params: resumed.params, m: resumed.m, v: resumed.v } : undefined,
+    // Resuming restores the optimizer; fine-tuning takes the weights only and starts a new schedule.
+    state: resumed ? { step: resumed.step, params: resumed.params, m: resumed.m, v: resumed.v } : base ? { step: 0, params: base.params, m: new Float32Array(base.params.length), v: new Float32Array(base.params.length) } : undefined,
   });
   const history: Array<[number, number, number | null]> = resumed ? [...resumed.history] : [];
   let interrupted = false;
@@ -197,7 +215,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       dataPosition: { batchSeed: train.seed, nextStep: step, tokensSeen: step * tokensPerStep },
       tokenizer: tokenizer.toJSON(),
       history,
-      info: { backend: probe.name, workers, data: source.name, savedAt: new Date().toISOString() },
+      info: { backend: probe.name, workers, data: source, dataDir: data.dir, finetunedFrom: flags.from ?? resumed?.info.finetunedFrom, savedAt: new Date().toISOString() },
       manifest: buildManifest(parameterSpecs(model)),
       params: s.params,
       m: s.m,
@@ -214,7 +232,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   try {
     while (step < steps && !interrupted) {
       const t0 = performance.now();
-      const result = await group.step(stepBatches(trainTokens, spec, train.seed, step, microPerStep));
+      const result = await group.step(stepBatches(data.train, spec, train.seed, step, microPerStep));
       const ms = performance.now() - t0;
       step = result.step;
       lastLoss = result.loss;
@@ -245,9 +263,12 @@ export async function trainCommand(argv: string[]): Promise<number> {
     let sample: string | undefined;
     const sampleTokens = Number(flags['sample-tokens']);
     if (sampleTokens > 0 && model.objective === 'causal') {
-      const promptText = source.text.slice(Math.floor(source.text.length * 0.95)).split(/(?<=[.!?])\s+/)[1]?.slice(0, 24) || source.text.slice(0, 24);
-      const ids = await group.generate(Array.from(tokenizer.encode(promptText)), { maxNewTokens: sampleTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: train.seed }, tokenizer.maskId);
-      sample = promptText + tokenizer.decode(ids);
+      // Prompt: the opening of a held-out sequence, up to its first separator.
+      const first = Array.from(data.val.data.subarray(0, Math.min(16, data.val.length)));
+      const cut = first.indexOf(tokenizer.eosId);
+      const prompt = cut > 0 ? first.slice(0, cut) : first.filter((id) => id !== tokenizer.eosId);
+      const ids = await group.generate(prompt.length ? prompt : [0], { maxNewTokens: sampleTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: train.seed }, tokenizer.maskId);
+      sample = tokenizer.decode([...prompt, ...ids]);
       progress.log(`sample: ${sample}`);
     }
     progress.log(`done: step ${step}, train loss ${lastLoss.toFixed(4)}, val loss ${valLoss.toFixed(4)}, ${rate.toFixed(0)} tokens/s; checkpoint ${ckptPath}`);

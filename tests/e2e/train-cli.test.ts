@@ -5,14 +5,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, readdirSync, readFileSync, writeFileSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { tmpdir } from 'node:os';
 import { hashFloats } from '../../engine/averaging.ts';
 import { loadCheckpoint } from '../../node/checkpoint-io.ts';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
 import { killAll, runCli, tempDir, writeText } from '../helpers/cli.ts';
 
 // Real text: 60k characters of the Brown corpus.
-const corpus = loadBrownText(join(tmpdir(), 'peertrain-test-cache')).slice(0, 60_000);
+// Paragraph breaks every few sentences: a text file's paragraphs are its documents (split train/val by hash).
+const corpus = loadBrownText()
+  .slice(0, 80_000)
+  .split(/(?<=[.!?]) /)
+  .map((s, i) => (i % 4 === 3 ? `${s}\n\n` : `${s} `))
+  .join('');
 // Small and quick: the tiny preset at short sequences and small batches.
 const QUICK = ['--batch', '4', '--seq', '32', '--eval-every', '2', '--eval-batches', '1', '--sample-tokens', '16'];
 

@@ -1,62 +1,51 @@
 import { describe, expect, it } from 'vitest';
-import { CharTokenizer } from '../../engine/data/char-tokenizer.ts';
-import { sampleBatch, splitTokens, stepBatches } from '../../engine/data/batches.ts';
+import { packedSequences, samplePackedBatch, stepBatches } from '../../engine/data/batches.ts';
+import { SequencePacker } from '../../engine/data/packing.ts';
 import { detokenizeBrownFile, detokenizeBrownLine } from '../../engine/data/brown.ts';
 import { mixSeed, makeRng, normalArray } from '../../engine/rng.ts';
 import { hashFloats, weightedMean } from '../../engine/averaging.ts';
 import { pickToken } from '../../engine/generate.ts';
 
-describe('char tokenizer', () => {
-  it('round-trips text exactly, including non-ASCII', () => {
-    const text = 'Héllo, wörld — naïve café 🚀!\n\ttabs';
-    const tok = CharTokenizer.fromText(text);
-    expect(tok.decode(tok.encode(text))).toBe(text);
-    expect(CharTokenizer.fromJSON(JSON.parse(JSON.stringify(tok.toJSON()))).decode(tok.encode(text))).toBe(text);
-  });
-  it('names a character outside the vocabulary', () => {
-    const tok = CharTokenizer.fromText('abc');
-    expect(() => tok.encode('abd')).toThrow(/character "d" \(U\+0064\) is not in the vocabulary/);
-    expect(Array.from(tok.encodeLenient('abd'))).toEqual([0, 1]);
-  });
-  it('reserves the last id for [MASK] when asked', () => {
-    const tok = CharTokenizer.fromText('ab', true);
-    expect(tok.vocabSize).toBe(3);
-    expect(tok.maskId).toBe(2);
-    expect(tok.decode([0, 2, 1])).toBe('a[MASK]b');
-  });
-  it('rejects empty text and malformed JSON', () => {
-    expect(() => CharTokenizer.fromText('')).toThrow(/empty text/);
-    expect(() => CharTokenizer.fromJSON({ kind: 'bpe' })).toThrow(/not a char tokenizer/);
-    expect(() => CharTokenizer.fromJSON({ kind: 'char', chars: ['a', 'a'] })).toThrow(/twice/);
-  });
-});
-
 describe('batches', () => {
-  const tokens = Int32Array.from({ length: 1000 }, (_, i) => i % 50);
+  const tokens = packedSequences(Int32Array.from({ length: 1020 }, (_, i) => i % 50), 34);
   it('are a pure function of seed, step and micro-batch', () => {
     const spec = { B: 4, T: 16, objective: 'causal' as const };
     expect(stepBatches(tokens, spec, 7, 3, 2)).toEqual(stepBatches(tokens, spec, 7, 3, 2));
     expect(stepBatches(tokens, spec, 7, 3, 2)[0].ids).not.toEqual(stepBatches(tokens, spec, 7, 4, 2)[0].ids);
   });
   it('shift targets by one token for the causal objective', () => {
-    const b = sampleBatch(tokens, { B: 2, T: 8, objective: 'causal' }, 1);
+    const b = samplePackedBatch(tokens, { B: 2, T: 8, objective: 'causal' }, 1);
     for (let i = 0; i < 7; i++) expect(b.targets[i]).toBe(b.ids[i + 1]);
   });
   it('mask about maskProb of positions for mlm, with weights only there', () => {
-    const spec = { B: 64, T: 32, objective: 'mlm' as const, maskProb: 0.15, maskId: 50, vocabSize: 51 };
-    const b = sampleBatch(tokens, spec, 3);
+    const spec = { B: 64, T: 32, objective: 'mlm' as const, maskProb: 0.15, maskId: 51, eosId: 50, vocabSize: 52 };
+    const b = samplePackedBatch(tokens, spec, 3);
     const chosen = b.weights!.reduce((s, w) => s + w, 0) / (64 * 32);
     expect(chosen).toBeGreaterThan(0.1);
     expect(chosen).toBeLessThan(0.2);
     let masked = 0;
     for (let i = 0; i < b.ids.length; i++) {
       if (b.weights![i] === 0) expect(b.ids[i]).toBe(b.targets[i]);
-      else if (b.ids[i] === 50) masked++;
+      else if (b.ids[i] === 51) masked++;
+      expect(b.ids[i]).not.toBe(50); // random replacements never produce a separator
     }
     expect(masked / b.weights!.reduce((s, w) => s + w, 0)).toBeGreaterThan(0.7);
   });
-  it('refuse data too short to split', () => {
-    expect(() => splitTokens(tokens.subarray(0, 20), 0.1, 17)).toThrow(/data too short/);
+  it('take windows from inside one packed sequence', () => {
+    // Sequences of 34 tokens hold ids 0..49 cyclically: a window never crosses into the next sequence.
+    const b = samplePackedBatch(tokens, { B: 50, T: 20, objective: 'causal' }, 9);
+    for (let r = 0; r < 50; r++) for (let t = 0; t < 19; t++) expect(b.ids[r * 20 + t + 1]).toBe(b.targets[r * 20 + t]);
+    expect(() => samplePackedBatch(tokens, { B: 1, T: 34, objective: 'causal' }, 1)).toThrow(/needs 35 tokens per sequence, the data packs 34/);
+  });
+  it('packing appends separators and cuts fixed-length sequences', () => {
+    const out: number[][] = [];
+    const p = new SequencePacker(4, 99, (s) => out.push(Array.from(s)));
+    p.addDocument([1, 2, 3]);
+    p.addDocument([4, 5]);
+    p.addDocument([6]);
+    p.flush();
+    expect(out).toEqual([[1, 2, 3, 99], [4, 5, 99, 6]]);
+    expect(p.dropped).toBe(1);
   });
 });
 

@@ -5,23 +5,23 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs-core';
 import { DEFAULT_TRAIN, validateModelConfig, validateTrainConfig } from '../../engine/config.ts';
-import { CharTokenizer } from '../../engine/data/char-tokenizer.ts';
-import { splitTokens, stepBatches, validationBatches } from '../../engine/data/batches.ts';
+import { CharTokenizer } from '../../engine/data/tokenizers/index.ts';
+import { packedSequences, stepBatches, validationBatches } from '../../engine/data/batches.ts';
 import { hashFloats } from '../../engine/averaging.ts';
 import { Trainer } from '../../engine/trainer.ts';
 import { ENGINE_BACKENDS, useBackend } from '../helpers/backend.ts';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-
-const text = loadBrownText(join(tmpdir(), 'peertrain-test-cache')).slice(0, 400_000);
+const text = loadBrownText().slice(0, 400_000);
 const tokenizer = CharTokenizer.fromText(text);
 const tokens = tokenizer.encode(text);
 // Small enough for the cpu backend to take 50 steps in seconds; the same code path as the presets.
 const model = validateModelConfig({ vocabSize: tokenizer.vocabSize, nLayer: 2, nHead: 2, nEmbd: 32, blockSize: 32, objective: 'causal' });
 const train = validateTrainConfig({ ...DEFAULT_TRAIN, batchSize: 8, microBatchSize: 4, seqLen: 32, lr: 3e-3, warmupSteps: 5, totalSteps: 50 }, model);
 const spec = { B: 4, T: 32, objective: 'causal' as const };
-const { train: trainTokens, val } = splitTokens(tokens, 0.1, 33);
+// The last tenth is held out; both are packed into sequences of 33 tokens (windows of 32).
+const cut = Math.floor(tokens.length * 0.9);
+const trainTokens = packedSequences(tokens.subarray(0, cut), 33);
+const val = packedSequences(tokens.slice(cut), 33);
 
 describe.each(ENGINE_BACKENDS)('training on %s', (backend) => {
   beforeAll(async () => {
