@@ -14,7 +14,7 @@ import { cleanText, type CleanOptions } from '../../engine/data/clean.ts';
 import { MANIFEST_FORMAT, MANIFEST_VERSION, type DataManifest, type ShardEntry, type SplitCounts } from '../../engine/data/manifest.ts';
 import { SequencePacker } from '../../engine/data/packing.ts';
 import { assignSplit } from '../../engine/data/split.ts';
-import { alphabetOf, CharTokenizer, Gpt2Tokenizer, PieceCounter, trainBpe, WordCounter, WordTokenizer, type Tokenizer, type TokenizerKind } from '../../engine/data/tokenizers/index.ts';
+import { alphabetOf, CharTokenizer, Gpt2Tokenizer, MIN_BPE_VOCAB, PieceCounter, trainBpe, WordCounter, WordTokenizer, type Tokenizer, type TokenizerKind } from '../../engine/data/tokenizers/index.ts';
 import { DataError } from '../../engine/errors.ts';
 import type { Document } from './readers.ts';
 
@@ -72,29 +72,39 @@ async function pass(source: DocumentSource, o: PrepareOptions, n: number, use: P
   return stats;
 }
 
-async function buildTokenizer(source: DocumentSource, o: PrepareOptions): Promise<{ tokenizer: Tokenizer; docs: DataManifest['documents'] }> {
+/**
+ * Pass 1: counts documents and gathers what the tokenizer needs; returns a builder so that an input with no
+ * usable document is reported as such before any vocabulary is built.
+ */
+async function scanForTokenizer(source: DocumentSource, o: PrepareOptions): Promise<{ docs: DataManifest['documents']; build: () => Promise<Tokenizer> }> {
   switch (o.tokenizer) {
     case 'char': {
       const set = new Set<string>();
       const docs = await pass(source, o, 1, (t) => alphabetOf(t, set));
-      return { tokenizer: CharTokenizer.fromAlphabet(set), docs };
+      return { docs, build: async () => CharTokenizer.fromAlphabet(set) };
     }
     case 'word': {
       if (o.vocabSize === undefined) throw new DataError('--vocab-size is required for the word tokenizer');
       const counter = new WordCounter(o.clean.lowercase);
       const docs = await pass(source, o, 1, (t) => counter.add(t));
-      return { tokenizer: WordTokenizer.fromCounts(counter, o.vocabSize), docs };
+      return { docs, build: async () => WordTokenizer.fromCounts(counter, o.vocabSize!) };
     }
     case 'bpe': {
       if (o.vocabSize === undefined) throw new DataError('--vocab-size is required for the bpe tokenizer');
+      if (o.vocabSize < MIN_BPE_VOCAB) trainBpe(new PieceCounter(), o.vocabSize); // fails fast with the reason
       const counter = new PieceCounter();
       const docs = await pass(source, o, 1, (t) => counter.add(t));
-      o.onLog?.(`training a ${o.vocabSize}-token byte-level BPE on ${counter.counts.size.toLocaleString('en-US')} distinct pieces`);
-      return { tokenizer: trainBpe(counter, o.vocabSize), docs };
+      return {
+        docs,
+        build: async () => {
+          o.onLog?.(`training a ${o.vocabSize}-token byte-level BPE on ${counter.counts.size.toLocaleString('en-US')} distinct pieces`);
+          return trainBpe(counter, o.vocabSize!);
+        },
+      };
     }
     case 'bpe-gpt2': {
       const docs = await pass(source, o, 1, () => {});
-      return { tokenizer: await Gpt2Tokenizer.load(), docs };
+      return { docs, build: () => Gpt2Tokenizer.load() };
     }
   }
 }
@@ -154,9 +164,10 @@ export async function prepareDataset(source: DocumentSource, outDirRaw: string, 
   if (!Number.isInteger(o.sequenceLength) || o.sequenceLength < 2) throw new DataError(`sequence length must be an integer >= 2, got ${o.sequenceLength}`);
   if (!(o.valFraction > 0 && o.valFraction < 1)) throw new DataError(`validation fraction must be in (0, 1), got ${o.valFraction}`);
 
-  const { tokenizer, docs } = await buildTokenizer(source, o);
+  const { docs, build } = await scanForTokenizer(source, o);
   if (docs.read === 0) throw new DataError(`${source.name}: no documents found`);
   if (docs.kept === 0) throw new DataError(`${source.name}: every document is empty after cleaning`);
+  const tokenizer = await build();
 
   mkdirSync(dirname(outDir), { recursive: true });
   const tmp = join(dirname(outDir), `.${basename(outDir)}.partial-${process.pid}`);

@@ -103,7 +103,7 @@ describe('peertrain train refuses bad input', () => {
     ['a binary data file', () => ['--data', writeText(dir, 'bin.dat', new Uint8Array([1, 0, 2, 0, 3]))], /bin\.dat looks binary/, 1],
     ['a non-UTF-8 data file', () => ['--data', writeText(dir, 'latin1.txt', new Uint8Array([0x63, 0x61, 0x66, 0xe9, 0x20]))], /latin1\.txt is not valid UTF-8/, 1],
     ['a directory as data', () => ['--data', dir], /is a directory/, 1],
-    ['data too short for one sequence', () => ['--data', writeText(dir, 'short.txt', 'hello world')], /data too short/, 1],
+    ['data too short for one sequence', () => ['--data', writeText(dir, 'short.txt', 'hello world')], /split holds no complete sequence of 257 tokens/, 1],
   ];
 
   it.each(cases)('%s', async (_name, extra, message, code) => {
