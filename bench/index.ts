@@ -7,7 +7,9 @@
  * two runs. PEERTRAIN_BENCH_QUICK=1 runs fewer steps, once (for a smoke check).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { availableParallelism, cpus } from 'node:os';
+import { mkdtempSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -108,6 +110,20 @@ const results = cases.map((c) => {
   return { ...mine, pytorch: ref ?? 'python3-torch not installed', ratioToPytorch: ratio };
 });
 
+/**
+ * Quality: the `tiny` preset trained for a fixed time (10 minutes by default) on the built-in corpus with the
+ * char tokenizer, then scored by `peertrain eval`.
+ */
+function quality(): Record<string, unknown> {
+  const minutes = Number(process.env.PEERTRAIN_BENCH_QUALITY_MINUTES ?? (quick ? 0.5 : 10));
+  const out = join(mkdtempSync(join(tmpdir(), 'peertrain-bench-')), 'run');
+  process.stderr.write(`bench: tiny on the built-in corpus (char) for ${minutes} min\n`);
+  const train = run(process.execPath, ['bin/peertrain.js', 'train', '--preset', 'tiny', '--steps', String(Math.max(50, Math.round(minutes * 140))), '--minutes', String(minutes), '--eval-every', '500', '--out', out, '--json', '--quiet'], (minutes + 5) * 60_000);
+  const scores = run(process.execPath, ['bin/peertrain.js', 'eval', join(out, 'checkpoint.ptck'), '--json', '--batches', '32'], 600_000);
+  return { preset: 'tiny', tokenizer: 'char', data: 'built-in Brown corpus', minutes, steps: train.step, tokensPerSec: train.tokensPerSec, trainLoss: train.trainLoss, valLoss: scores.valLoss, bitsPerChar: scores.bitsPerChar, perplexity: scores.perplexity, bleu: scores.bleu, distinct2: scores.distinct2, repetitionRate: scores.repetitionRate, sample: train.sample, error: train.error ?? scores.error };
+}
+const qualityResult = process.env.PEERTRAIN_BENCH_SKIP_QUALITY === '1' ? 'skipped' : quality();
+
 console.log(
   JSON.stringify(
     {
@@ -115,6 +131,7 @@ console.log(
       machine: { cores, cpu: cpus()[0]?.model, node: process.version },
       note: 'tokensPerSec of one optimizer step (forward, backward, AdamW) on random tokens; pytorch is the same model, batch and optimizer (scripts/reference/torch_bench.py)',
       results,
+      quality: qualityResult,
     },
     null,
     2,

@@ -29,6 +29,7 @@ export const TRAIN_FLAGS: Record<string, FlagSpec> = {
   data: { type: 'string', help: 'prepared data folder, or a UTF-8 text file (default: the built-in Brown corpus)' },
   from: { type: 'string', help: 'fine-tune: start from this checkpoint\'s weights with a new schedule' },
   steps: { type: 'int', help: 'optimizer steps to reach', min: 1, default: 300 },
+  minutes: { type: 'number', help: 'stop after this much training time (the schedule still spans --steps)' },
   backend: { type: 'string', help: 'TF.js backend', choices: ['auto', ...BACKENDS], default: 'auto' },
   workers: { type: 'int', help: 'replica workers (default: one per core on wasm/cpu, 1 on a GPU)', min: 1 },
   out: { type: 'string', help: 'run directory for checkpoints (default: a new runs/<preset>-<time>)' },
@@ -223,6 +224,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     });
   };
 
+  const deadline = flags.minutes !== undefined ? Date.now() + Number(flags.minutes) * 60_000 : Infinity;
+  if (!(Number(flags.minutes ?? 1) > 0)) throw new UsageError(`--minutes must be positive, got ${flags.minutes}`);
   let step = startStep;
   let lastLoss = NaN;
   let valLoss = NaN;
@@ -230,7 +233,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   let timedMs = 0;
   let rate = 0;
   try {
-    while (step < steps && !interrupted) {
+    while (step < steps && !interrupted && Date.now() < deadline) {
       const t0 = performance.now();
       const result = await group.step(stepBatches(data.train, spec, train.seed, step, microPerStep));
       const ms = performance.now() - t0;
@@ -244,7 +247,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
         rate = timedTokens / (timedMs / 1000);
       } else rate = tokensPerStep / (ms / 1000);
       let val: number | null = null;
-      if (step % Number(flags['eval-every']) === 0 || step === steps) {
+      if (step % Number(flags['eval-every']) === 0 || step === steps || Date.now() >= deadline) {
         valLoss = await group.evalLoss(valBatches);
         val = valLoss;
       }
