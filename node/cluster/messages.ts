@@ -19,6 +19,7 @@ export type ReplicaRequest =
   | { op: 'apply'; grads: Float32Array }
   | { op: 'eval'; batches: Batch[] }
   | { op: 'state' }
+  | { op: 'setState'; state: ReplicaState }
   | { op: 'hash' }
   | { op: 'generate'; prompt: number[]; options: SampleOptions; exclude: number }
   | { op: 'memory' };
@@ -29,6 +30,7 @@ export type ReplicaReply =
   | { op: 'apply'; gradNorm: number; lr: number; step: number; numTensors: number }
   | { op: 'eval'; loss: number; sequences: number }
   | { op: 'state'; state: ReplicaState }
+  | { op: 'setState' }
   | { op: 'hash'; hash: string }
   | { op: 'generate'; ids: number[] }
   | { op: 'memory'; numTensors: number; numBytes: number; heapBytes: number }

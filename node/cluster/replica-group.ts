@@ -109,27 +109,43 @@ export class ReplicaGroup {
   }
 
   /**
-   * One synchronous data-parallel step. Micro-batches are dealt round-robin; a worker with none sits out
-   * (its weight is 0) but still applies the mean.
+   * Mean gradient of the micro-batches, computed in parallel: micro-batches are dealt round-robin and the
+   * workers' means are averaged weighted by sequences. Nothing is applied.
    */
-  async step(microBatches: Batch[]): Promise<GroupStepResult> {
+  async gradients(microBatches: Batch[]): Promise<{ loss: number; grads: Float32Array; samples: number }> {
+    if (microBatches.length === 0) throw new ReplicaError('gradients need at least one micro-batch');
     const shares: Batch[][] = this.replicas.map(() => []);
     microBatches.forEach((b, i) => shares[i % shares.length].push(b));
     const busy = this.replicas.filter((_, i) => shares[i].length > 0);
     const results = await Promise.all(busy.map((r) => r.call({ op: 'grads', batches: shares[r.index] })));
-    const mean = weightedMean(results.map((r) => ({ values: r.grads, weight: r.sequences })));
-    const total = results.reduce((s, r) => s + r.sequences, 0);
-    const loss = results.reduce((s, r) => s + r.loss * r.sequences, 0) / total;
-    // Each worker gets its own copy (the last one takes the original by transfer).
+    const grads = weightedMean(results.map((r) => ({ values: r.grads, weight: r.sequences })));
+    const samples = results.reduce((s, r) => s + r.sequences, 0);
+    const loss = results.reduce((s, r) => s + r.loss * r.sequences, 0) / samples;
+    return { loss, grads, samples };
+  }
+
+  /** Every worker applies the same (averaged) gradient: clipping, AdamW at the schedule's learning rate. */
+  async apply(grads: Float32Array): Promise<{ gradNorm: number; lr: number; step: number; numTensors: number }> {
+    // Each worker gets its own copy (the last one takes a copy by transfer too: the caller keeps `grads`).
     const applied = await Promise.all(
-      this.replicas.map((r, i) => {
-        const last = i === this.replicas.length - 1;
-        const copy = last ? mean : mean.slice();
+      this.replicas.map((r) => {
+        const copy = grads.slice();
         return r.call({ op: 'apply', grads: copy }, [copy.buffer as ArrayBuffer]);
       }),
     );
-    const a = applied[0];
+    return applied[0];
+  }
+
+  /** One synchronous data-parallel step over the micro-batches. */
+  async step(microBatches: Batch[]): Promise<GroupStepResult> {
+    const { loss, grads } = await this.gradients(microBatches);
+    const a = await this.apply(grads);
     return { loss, gradNorm: a.gradNorm, lr: a.lr, step: a.step, numTensors: a.numTensors };
+  }
+
+  /** Replaces every worker's parameters and optimizer state (a state sync or a DiLoCo outer step). */
+  async setState(state: ReplicaState): Promise<void> {
+    await Promise.all(this.replicas.map((r) => r.call({ op: 'setState', state })));
   }
 
   /** Mean loss over batches, computed in parallel. */

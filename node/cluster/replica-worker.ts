@@ -53,6 +53,12 @@ async function handle(req: ReplicaRequest): Promise<{ reply: ReplicaReply; trans
       const params = await t.exportParams();
       return { reply: { op: 'state', state: { step, params, m, v } }, transfer: [params.buffer as ArrayBuffer, m.buffer as ArrayBuffer, v.buffer as ArrayBuffer] };
     }
+    case 'setState': {
+      const t = need();
+      t.importParams(req.state.params);
+      t.optimizer.importState(req.state);
+      return { reply: { op: 'setState' } };
+    }
     case 'hash':
       return { reply: { op: 'hash', hash: hashFloats(await need().exportParams()) } };
     case 'generate': {

@@ -7,6 +7,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { packedSequences, type PackedSequences } from '../../engine/data/batches.ts';
 import { validateDataManifest, type DataManifest } from '../../engine/data/manifest.ts';
+import { decodeShard } from '../../engine/data/shards.ts';
 import { loadTokenizer, type Tokenizer } from '../../engine/data/tokenizers/index.ts';
 import { DataError } from '../../engine/errors.ts';
 
@@ -16,6 +17,8 @@ export interface ShardDataset {
   tokenizer: Tokenizer;
   train: PackedSequences;
   val: PackedSequences;
+  /** A shard's bytes as stored (for serving it to peers). */
+  readShard(file: string): Promise<Uint8Array>;
 }
 
 export function isDataFolder(path: string): boolean {
@@ -53,12 +56,7 @@ function loadSplit(dir: string, m: DataManifest, split: 'train' | 'val'): Packed
     if (bytes.length !== s.bytes) throw new DataError(`shard ${path} has ${bytes.length} bytes, the manifest says ${s.bytes}`);
     const sha = createHash('sha256').update(bytes).digest('hex');
     if (sha !== s.sha256) throw new DataError(`shard ${path} does not match its sha256 in the manifest (corrupt or modified)`);
-    const copy = new Uint8Array(bytes.length); // aligned for the typed-array view
-    copy.set(bytes);
-    const tokens = m.dtype === 'uint16' ? new Uint16Array(copy.buffer) : new Uint32Array(copy.buffer);
-    for (let i = 0; i < tokens.length; i++) {
-      if (tokens[i] >= m.vocabSize) throw new DataError(`shard ${path}: token ${tokens[i]} at ${i} is outside the vocabulary of ${m.vocabSize}`);
-    }
+    const tokens = decodeShard(bytes, m, path);
     data.set(tokens, off);
     off += tokens.length;
   }
@@ -69,5 +67,10 @@ export async function openShardDataset(dir: string): Promise<ShardDataset> {
   const manifest = readManifest(dir);
   const tokenizer = await loadTokenizer(manifest.tokenizer);
   if (tokenizer.vocabSize !== manifest.vocabSize) throw new DataError(`${dir}: the tokenizer has ${tokenizer.vocabSize} tokens, the manifest says ${manifest.vocabSize}`);
-  return { dir, manifest, tokenizer, train: loadSplit(dir, manifest, 'train'), val: loadSplit(dir, manifest, 'val') };
+  const files = new Set(manifest.shards.map((s) => s.file));
+  const readShard = async (file: string) => {
+    if (!files.has(file)) throw new DataError(`${dir}: no shard ${file}`);
+    return readFileSync(join(dir, file));
+  };
+  return { dir, manifest, tokenizer, train: loadSplit(dir, manifest, 'train'), val: loadSplit(dir, manifest, 'val'), readShard };
 }

@@ -1,0 +1,505 @@
+/**
+ * The coordinator of a shared run: admits peers with the join token, announces rounds, observes each round's
+ * averaging (it receives every averaged chunk, so its own replica takes the same step as the peers), hands
+ * out state to newcomers between rounds, evaluates, checkpoints, and keeps the run state in SQLite.
+ *
+ * A round: participants are the admitted peers that are connected and in sync; the run's micro-batches are
+ * split among them in proportion to their measured speed. If the round's averaging does not complete (a peer
+ * died or stalled), the round is retried as a new attempt without the peers that failed: no round is lost.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { Connection, Stream } from '@libp2p/interface';
+import * as tf from '@tensorflow/tfjs-core';
+import { hashFloats } from '../engine/averaging.ts';
+import { validationBatches, type BatchSpec } from '../engine/data/batches.ts';
+import { generate } from '../engine/generate.ts';
+import { buildManifest, sliceFlat } from '../engine/flat.ts';
+import { parameterSpecs } from '../engine/model.ts';
+import { OuterNesterov } from '../engine/outer-optimizer.ts';
+import { Trainer } from '../engine/trainer.ts';
+import { saveCheckpoint, loadCheckpoint } from '../node/checkpoint-io.ts';
+import type { PeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
+import type { ShardDataset } from '../node/data/shard-dataset.ts';
+import { decodeMessage, encodeMessage, JOIN_PROTOCOL, PROTOCOL_VERSION, TOPIC_CONTROL, TOPIC_PEERS, type Message, type RejectReason } from '../protocol/index.ts';
+import { AllReduce, AllReduceAbortedError } from '../peer/allreduce.ts';
+import { framed } from '../peer/framed.ts';
+import { splitMicroBatches, type RunConfig } from '../peer/run-config.ts';
+import { serveState, type RunState } from '../peer/state-sync.ts';
+import type { Clock, Logger } from '../peer/types.ts';
+import { serveData } from '../peer/data-sync.ts';
+import { paths, type RunInfo } from './run-dir.ts';
+import type { RunStore } from './run-store.ts';
+
+/** A peer that sends this many rejected messages is banned from the run. */
+const BAN_AFTER_REJECTIONS = 20;
+/** A peer not heard from for this long (and not connected) leaves the member list. */
+const SILENCE_MS = 15_000;
+/** Announcements are re-published this often until the round completes (gossip may miss a new subscriber). */
+const REANNOUNCE_MS = 1_000;
+
+export interface Member {
+  id: string;
+  slot: number;
+  kind: 'node' | 'browser';
+  backend: string;
+  tokensPerSec: number;
+  lastSeen: number;
+  /** The round this peer's state is known to match; it may participate only in that round. */
+  syncedRound: number;
+  rejections: number;
+}
+
+export interface CoordinatorDeps {
+  libp2p: PeertrainLibp2p;
+  store: RunStore;
+  info: RunInfo;
+  configHash: string;
+  data: ShardDataset;
+  runDir: string;
+  log: Logger;
+  clock: Clock;
+  /** Stop after this round (tests and the demo); undefined runs until stop(). */
+  maxRounds?: number;
+}
+
+export interface RoundRecord {
+  round: number;
+  loss: number;
+  valLoss?: number;
+}
+
+export class Coordinator {
+  readonly members = new Map<string, Member>();
+  round = 0;
+  private readonly config: RunConfig;
+  private readonly me: string;
+  private readonly allreduce: AllReduce;
+  private readonly trainer: Trainer;
+  private outer?: OuterNesterov;
+  /** DiLoCo's global parameters (sync mode keeps them in the trainer). */
+  private globalParams?: Float32Array;
+  private paramHash = '';
+  private readonly hashAfter = new Map<number, string>();
+  private readonly doneLosses = new Map<number, Array<{ loss: number; samples: number }>>();
+  private readonly stateQueue: Array<{ peer: string; resolve: (s: RunState) => void; reject: (e: Error) => void }> = [];
+  private readonly abort = new AbortController();
+  private roundAbort?: AbortController;
+  private currentParticipants: string[] = [];
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private lastEvalRound = -1;
+  private readonly events = new EventTarget();
+
+  constructor(private readonly d: CoordinatorDeps) {
+    this.config = d.info.config;
+    this.me = d.libp2p.peerId.toString();
+    this.trainer = new Trainer(this.config.model, this.config.train);
+    this.allreduce = new AllReduce({
+      libp2p: d.libp2p,
+      runId: d.info.runId,
+      configHash: d.configHash,
+      size: this.trainer.manifest.totalSize,
+      isAdmitted: (p) => this.members.has(p),
+      currentRound: () => this.round,
+      maxPartNorm: this.config.maxPartNorm,
+      onReject: (reason, from, detail) => this.reject(reason, from, detail),
+      log: d.log,
+    });
+  }
+
+  /** Emits 'round:done' (detail: RoundRecord) and 'peer:joined' / 'peer:left' (detail: peer id). */
+  get emitter(): EventTarget {
+    return this.events;
+  }
+
+  get isDiloco(): boolean {
+    return this.config.mode === 'diloco';
+  }
+
+  async start(): Promise<void> {
+    const { libp2p } = this.d;
+    await this.restore();
+    await this.allreduce.start();
+    await libp2p.handle(JOIN_PROTOCOL, (s, c) => this.onJoin(s, c), { maxInboundStreams: 64 });
+    const ids = { runId: this.d.info.runId, configHash: this.d.configHash };
+    await serveState(libp2p, ids, (p) => this.members.has(p), (p) => this.queueState(p), (r, f, d) => this.reject(r, f, d));
+    await serveData(libp2p, ids, this.d.data, (p) => this.members.has(p), (r, f, d) => this.reject(r, f, d));
+    libp2p.services.pubsub.subscribe(TOPIC_PEERS);
+    libp2p.services.pubsub.subscribe(TOPIC_CONTROL);
+    libp2p.services.pubsub.addEventListener('message', (evt) => this.onGossip(evt.detail));
+    libp2p.addEventListener('peer:disconnect', (evt) => this.onDisconnect(evt.detail.toString()));
+    this.loop = this.runLoop().catch((err) => this.d.log.warn(`round loop stopped: ${(err as Error).stack ?? err}`));
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort(new Error('coordinator stopping'));
+    this.roundAbort?.abort(new Error('coordinator stopping'));
+    this.wake?.();
+    for (const q of this.stateQueue.splice(0)) q.reject(new Error('coordinator stopping'));
+    await this.loop;
+    await this.allreduce.stop();
+    this.trainer.dispose();
+  }
+
+  /** Resolves when the loop has finished (maxRounds reached or stopped). */
+  finished(): Promise<void> {
+    return this.loop ?? Promise.resolve();
+  }
+
+  // ---------------------------------------------------------------- state, checkpoints
+
+  private async restore(): Promise<void> {
+    const p = paths(this.d.runDir).checkpoint;
+    const { existsSync } = await import('node:fs');
+    if (existsSync(p)) {
+      const c = loadCheckpoint(p);
+      const round = Number(c.dataPosition.round ?? c.step);
+      this.trainer.importParams(c.params);
+      if (this.isDiloco) {
+        this.globalParams = Float32Array.from(c.params);
+        this.outer = new OuterNesterov(this.config.outer, c.params.length, c.m);
+      } else this.trainer.optimizer.importState(c);
+      this.round = round;
+      this.d.store.truncateAfter(round - 1);
+      this.d.log.info(`resumed from ${p} at round ${round}`);
+    } else if (this.isDiloco) {
+      this.globalParams = await this.trainer.exportParams();
+      this.outer = new OuterNesterov(this.config.outer, this.globalParams.length);
+    }
+    this.paramHash = hashFloats(await this.currentParams());
+  }
+
+  private async currentParams(): Promise<Float32Array> {
+    return this.isDiloco ? this.globalParams! : this.trainer.exportParams();
+  }
+
+  private async currentState(): Promise<RunState> {
+    const params = await this.currentParams();
+    if (this.isDiloco) return { round: this.round, step: this.round, params, optimizer: this.outer!.velocity };
+    const s = await this.trainer.optimizer.exportState();
+    const optimizer = new Float32Array(s.m.length + s.v.length);
+    optimizer.set(s.m);
+    optimizer.set(s.v, s.m.length);
+    return { round: this.round, step: s.step, params, optimizer };
+  }
+
+  async checkpoint(): Promise<void> {
+    const s = await this.currentState();
+    const n = s.params.length;
+    const history: Array<[number, number, number | null]> = this.d.store.history().map((h) => [h.round, h.loss ?? NaN, h.valLoss]);
+    saveCheckpoint(paths(this.d.runDir).checkpoint, {
+      model: this.config.model,
+      train: this.config.train,
+      step: s.step,
+      dataPosition: { round: this.round, mode: this.config.mode },
+      tokenizer: this.d.data.manifest.tokenizer,
+      history,
+      info: { runId: this.d.info.runId, configHash: this.d.configHash, dataDir: this.d.data.dir, savedAt: new Date(this.d.clock.now()).toISOString() },
+      manifest: buildManifest(parameterSpecs(this.config.model)),
+      params: s.params,
+      // DiLoCo keeps its outer momentum where AdamW keeps m; v stays zero.
+      m: this.isDiloco ? s.optimizer : s.optimizer.subarray(0, n),
+      v: this.isDiloco ? new Float32Array(n) : s.optimizer.subarray(n),
+    });
+  }
+
+  private queueState(peer: string): Promise<RunState> {
+    return new Promise((resolve, reject) => {
+      this.stateQueue.push({ peer, resolve, reject });
+      this.wake?.();
+    });
+  }
+
+  /** Hands out state between rounds: the peer then holds exactly the state of the round about to start. */
+  private async serveQueuedState(): Promise<void> {
+    if (this.stateQueue.length === 0) return;
+    const state = await this.currentState();
+    for (const q of this.stateQueue.splice(0)) {
+      const m = this.members.get(q.peer);
+      if (m) m.syncedRound = this.round;
+      q.resolve(state);
+    }
+  }
+
+  // ---------------------------------------------------------------- membership
+
+  private async onJoin(stream: Stream, connection: Connection): Promise<void> {
+    const from = connection.remotePeer.toString();
+    const io = framed(stream, () => ({ from }));
+    try {
+      const r = await io.read(AbortSignal.timeout(10_000));
+      if (!r) return;
+      const refuse = async (reason: string) => {
+        await io.write({ v: PROTOCOL_VERSION, type: 'refused', reason });
+        await io.close();
+      };
+      if (!r.ok || r.msg.type !== 'join') {
+        this.reject(r.ok ? 'structure' : r.reason, from, r.ok ? `expected join, got ${r.msg.type}` : r.detail);
+        return await refuse('malformed join request');
+      }
+      const join = r.msg;
+      const row = this.d.store.peer(from);
+      if (row?.banned) return await refuse('banned from this run');
+      const a = Buffer.from(join.token);
+      const b = Buffer.from(this.d.info.token);
+      if (a.length !== b.length || !timingSafeEqual(a, b)) {
+        this.d.store.countRejection('token');
+        this.d.log.warn(`refused ${from}: wrong join token`);
+        return await refuse('wrong join token');
+      }
+      const now = this.d.clock.now();
+      const slot = row?.slot ?? this.d.store.nextSlot();
+      this.d.store.upsertPeer({ id: from, kind: join.kind, backend: join.backend, tokensPerSec: join.tokensPerSec, slot, joinedAt: row?.joinedAt ?? now, lastSeen: now });
+      this.members.set(from, { id: from, slot, kind: join.kind, backend: join.backend, tokensPerSec: join.tokensPerSec, lastSeen: now, syncedRound: -1, rejections: 0 });
+      await io.write({ v: PROTOCOL_VERSION, type: 'welcome', runId: this.d.info.runId, configHash: this.d.configHash, sender: this.me, ts: now, config: this.config as unknown as Record<string, unknown>, round: this.round, slot });
+      await io.close();
+      this.d.log.info(`peer ${from.slice(-8)} joined (slot ${slot}, ${join.kind}, ${join.backend}, ${join.tokensPerSec.toFixed(0)} tok/s)`);
+      this.events.dispatchEvent(new CustomEvent('peer:joined', { detail: from }));
+      this.wake?.();
+    } catch (err) {
+      io.abort(err as Error);
+    }
+  }
+
+  private onDisconnect(peer: string): void {
+    const m = this.members.get(peer);
+    if (!m) return;
+    // Closing a connection does not end membership (it may reconnect), but it cannot finish this round.
+    if (this.currentParticipants.includes(peer)) this.roundAbort?.abort(new Error(`participant ${peer.slice(-8)} disconnected`));
+  }
+
+  private isConnected(peer: string): boolean {
+    return this.d.libp2p.getConnections().some((c) => c.remotePeer.toString() === peer && c.status === 'open');
+  }
+
+  private reject(reason: RejectReason | string, from: string, detail: string): void {
+    this.d.store.countRejection(reason);
+    this.d.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`);
+    const m = this.members.get(from);
+    if (!m) return;
+    m.rejections++;
+    if (m.rejections >= BAN_AFTER_REJECTIONS) {
+      this.d.log.warn(`banning ${from.slice(-8)} after ${m.rejections} rejected messages`);
+      this.d.store.banPeer(from);
+      this.members.delete(from);
+      this.roundAbort?.abort(new Error(`participant ${from.slice(-8)} was banned`));
+      for (const c of this.d.libp2p.getConnections()) if (c.remotePeer.toString() === from) void c.close().catch(() => {});
+    }
+  }
+
+  private onGossip(msg: { topic: string; data: Uint8Array; from?: { toString(): string }; type?: string }): void {
+    if (msg.topic !== TOPIC_PEERS) return;
+    const from = msg.from?.toString() ?? '';
+    const r = decodeMessage(msg.data, { runId: this.d.info.runId, configHash: this.d.configHash, from, isAdmitted: (p) => this.members.has(p) });
+    if (!r.ok) return this.reject(r.reason, from, r.detail);
+    const m = this.members.get(from)!;
+    m.lastSeen = this.d.clock.now();
+    switch (r.msg.type) {
+      case 'heartbeat':
+        m.tokensPerSec = r.msg.tokensPerSec;
+        this.d.store.touchPeer(from, m.lastSeen, r.msg.tokensPerSec);
+        break;
+      case 'done': {
+        const done = r.msg;
+        const losses = this.doneLosses.get(done.round) ?? [];
+        losses.push({ loss: done.loss, samples: done.samples });
+        this.doneLosses.set(done.round, losses);
+        const expected = this.hashAfter.get(done.round);
+        if (expected && expected !== done.paramHash) this.resync(from, `parameter hash ${done.paramHash} after round ${done.round}, expected ${expected}`);
+        break;
+      }
+      case 'leave':
+        this.members.delete(from);
+        this.events.dispatchEvent(new CustomEvent('peer:left', { detail: from }));
+        if (this.currentParticipants.includes(from)) this.roundAbort?.abort(new Error(`participant ${from.slice(-8)} left`));
+        break;
+      default:
+        this.reject('structure', from, `unexpected ${r.msg.type} on ${TOPIC_PEERS}`);
+    }
+  }
+
+  private resync(peer: string, reason: string): void {
+    const m = this.members.get(peer);
+    if (m) m.syncedRound = -1;
+    this.d.log.warn(`peer ${peer.slice(-8)} out of sync (${reason}): asking it to resync`);
+    void this.publish({ v: PROTOCOL_VERSION, type: 'resync', runId: this.d.info.runId, configHash: this.d.configHash, sender: this.me, ts: this.d.clock.now(), target: peer, reason });
+  }
+
+  private async publish(msg: Message): Promise<void> {
+    try {
+      await this.d.libp2p.services.pubsub.publish(TOPIC_CONTROL, encodeMessage(msg));
+    } catch (err) {
+      this.d.log.debug(`publish failed: ${(err as Error).message}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- rounds
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private readyParticipants(): Member[] {
+    const now = this.d.clock.now();
+    for (const m of [...this.members.values()]) {
+      if (!this.isConnected(m.id) && now - m.lastSeen > SILENCE_MS) {
+        this.members.delete(m.id);
+        this.d.log.info(`peer ${m.id.slice(-8)} dropped (silent for ${((now - m.lastSeen) / 1000).toFixed(0)} s)`);
+        this.events.dispatchEvent(new CustomEvent('peer:left', { detail: m.id }));
+      }
+    }
+    return [...this.members.values()].filter((m) => m.syncedRound === this.round && this.isConnected(m.id)).sort((a, b) => a.slot - b.slot);
+  }
+
+  private async runLoop(): Promise<void> {
+    while (!this.abort.signal.aborted && (this.d.maxRounds === undefined || this.round < this.d.maxRounds)) {
+      this.recordLosses(this.round - 1);
+      await this.serveQueuedState();
+      let participants = this.readyParticipants();
+      if (participants.length === 0) {
+        await this.sleep(250);
+        continue;
+      }
+      const totalMicro = this.config.train.batchSize / this.config.train.microBatchSize;
+      for (let attempt = 0; participants.length > 0 && !this.abort.signal.aborted; attempt++) {
+        const ids = participants.map((m) => m.id);
+        const micro = splitMicroBatches(totalMicro, participants.map((m) => m.tokensPerSec));
+        const avg = await this.runAttempt(attempt, ids, micro);
+        if (avg) {
+          await this.finishRound(participants, micro, avg);
+          break;
+        }
+        // Retry without the peers that failed: disconnected ones, else the owners of missing chunks.
+        const gathered = new Set(this.allreduce.gatheredChunks(this.round, attempt, ids));
+        let failed = participants.filter((m) => !this.isConnected(m.id) || !this.members.has(m.id));
+        if (failed.length === 0) failed = participants.filter((_, j) => !gathered.has(j));
+        if (failed.length === 0) failed = participants; // nothing arrived at all: start over with whoever is ready
+        for (const m of failed) m.syncedRound = -1;
+        this.d.log.warn(`round ${this.round} attempt ${attempt} failed; retrying without ${failed.map((m) => m.id.slice(-8)).join(', ')}`);
+        participants = participants.filter((m) => !failed.includes(m));
+      }
+    }
+    this.recordLosses(this.round - 1);
+  }
+
+  private async runAttempt(attempt: number, participants: string[], micro: number[]): Promise<Float32Array | undefined> {
+    const round = this.round;
+    this.currentParticipants = participants;
+    this.roundAbort = new AbortController();
+    const deadline = AbortSignal.timeout(this.config.roundTimeoutSec * 1000);
+    const signal = AbortSignal.any([deadline, this.roundAbort.signal, this.abort.signal]);
+    const announce = () =>
+      this.publish({
+        v: PROTOCOL_VERSION,
+        type: 'round',
+        runId: this.d.info.runId,
+        configHash: this.d.configHash,
+        sender: this.me,
+        ts: this.d.clock.now(),
+        round,
+        attempt,
+        participants,
+        microBatches: micro,
+        deadlineMs: this.config.roundTimeoutSec * 1000,
+        paramHash: this.paramHash,
+      });
+    await announce();
+    const timer = setInterval(() => void announce(), REANNOUNCE_MS);
+    try {
+      return await this.allreduce.observe(round, attempt, participants, signal);
+    } catch (err) {
+      if (!(err instanceof AllReduceAbortedError)) throw err;
+      this.d.log.debug(`round ${round} attempt ${attempt}: ${err.message}`);
+      return undefined;
+    } finally {
+      clearInterval(timer);
+      this.currentParticipants = [];
+    }
+  }
+
+  private async finishRound(participants: Member[], micro: number[], avg: Float32Array): Promise<void> {
+    const round = this.round;
+    if (this.isDiloco) {
+      this.outer!.step(this.globalParams!, avg);
+    } else {
+      const views = sliceFlat(avg, this.trainer.manifest);
+      const grads = Object.fromEntries(this.trainer.manifest.entries.map((e) => [e.name, tf.tensor(views.get(e.name)!, e.shape, 'float32')]));
+      await this.trainer.applyGradients(grads);
+    }
+    this.paramHash = hashFloats(await this.currentParams());
+    this.hashAfter.set(round, this.paramHash);
+    this.hashAfter.delete(round - 8);
+    this.round = round + 1;
+    this.allreduce.forgetBefore(this.round);
+    for (const m of participants) if (this.members.has(m.id)) m.syncedRound = this.round;
+    const seqPerMicro = this.config.train.microBatchSize * (this.isDiloco ? this.config.innerSteps : 1);
+    const contributions = participants.map((m, i) => ({ peer: m.id, samples: micro[i] * seqPerMicro, loss: null }));
+    const tokens = contributions.reduce((a, c) => a + c.samples, 0) * this.config.train.seqLen;
+    this.d.store.recordRound(round, contributions, { loss: null, valLoss: null, tokens, participants: participants.length, at: this.d.clock.now() });
+    if ((round + 1) % this.config.evalEvery === 0) await this.evaluate(round);
+    if ((round + 1) % this.config.checkpointEvery === 0) await this.checkpoint();
+  }
+
+  /** Fills in a finished round's training loss from the peers' reports (they arrive just after the round). */
+  private recordLosses(round: number): void {
+    const reports = this.doneLosses.get(round);
+    if (!reports || reports.length === 0) return;
+    const samples = reports.reduce((a, r) => a + r.samples, 0);
+    const loss = reports.reduce((a, r) => a + r.loss * r.samples, 0) / Math.max(1, samples);
+    this.d.store.setLoss(round, loss);
+    this.doneLosses.delete(round);
+    const h = this.d.store.history().find((x) => x.round === round);
+    this.events.dispatchEvent(new CustomEvent('round:done', { detail: { round, loss, valLoss: h?.valLoss ?? undefined } satisfies RoundRecord }));
+  }
+
+  async evaluate(round: number): Promise<number> {
+    if (this.isDiloco) this.trainer.importParams(this.globalParams!);
+    const c = this.config;
+    const tok = this.d.data.tokenizer;
+    const spec: BatchSpec = { B: c.train.microBatchSize, T: c.train.seqLen, objective: c.model.objective, maskProb: c.train.maskProb, maskId: tok.maskId, eosId: tok.eosId, vocabSize: c.model.vocabSize };
+    const valLoss = await this.trainer.evalLoss(validationBatches(this.d.data.val, spec, c.train.seed, 4));
+    this.d.store.setValLoss(round, valLoss);
+    this.lastEvalRound = round;
+    return valLoss;
+  }
+
+  /** A sample from the current global model (causal models). */
+  async sample(maxNewTokens: number): Promise<string> {
+    if (this.config.model.objective !== 'causal') return '';
+    if (this.isDiloco) this.trainer.importParams(this.globalParams!);
+    const tok = this.d.data.tokenizer;
+    const first = Array.from(this.d.data.val.data.subarray(0, 16));
+    const cut = first.indexOf(tok.eosId);
+    const prompt = cut > 0 ? first.slice(0, cut) : first.filter((t) => t !== tok.eosId);
+    const ids = await generate(this.config.model, this.trainer.params, prompt.length ? prompt : [0], { maxNewTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: 1 }, tok.maskId);
+    return tok.decode([...prompt, ...ids]);
+  }
+
+  /** The JSON of GET /api/status. */
+  status(): Record<string, unknown> {
+    const rows = this.d.store.peers();
+    const online = new Set(this.members.keys());
+    return {
+      runId: this.d.info.runId,
+      configHash: this.d.configHash,
+      mode: this.config.mode,
+      round: this.round,
+      tokensTrained: this.d.store.tokensTrained(),
+      model: this.config.model,
+      data: { name: this.d.data.manifest.name, tokenizer: this.d.data.manifest.tokenizer.kind, vocabSize: this.d.data.manifest.vocabSize, trainTokens: this.d.data.manifest.train.tokens },
+      history: this.d.store.history().map((h) => ({ round: h.round, loss: h.loss, ...(h.valLoss !== null ? { valLoss: h.valLoss } : {}), participants: h.participants })),
+      peers: rows
+        .filter((r) => online.has(r.id))
+        .map((r) => ({ id: r.id, kind: r.kind, backend: r.backend, tokensPerSec: this.members.get(r.id)?.tokensPerSec ?? r.tokensPerSec, roundsContributed: r.roundsContributed, lastSeen: new Date(this.members.get(r.id)?.lastSeen ?? r.lastSeen).toISOString(), synced: this.members.get(r.id)?.syncedRound === this.round })),
+      rejected: this.d.store.rejections(),
+      lastEvalRound: this.lastEvalRound,
+      multiaddrs: this.d.libp2p.getMultiaddrs().map((a) => a.toString()),
+    };
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * Bandwidth-optimal averaging over direct libp2p streams (reduce-scatter, then all-gather):
+ * the flat vector is cut into one contiguous chunk per participant; participant i owns chunk i. Everyone
+ * sends chunk i of its contribution to owner i (reduce), the owner computes the weighted mean of chunk i once
+ * every participant's chunk has arrived, and sends the mean back to everyone and to the observers (gather).
+ * A participant sends and receives about 2·(P−1)/P of the payload per round, whatever the number of peers.
+ * Frames are bounded (protocol MAX_PART_ELEMENTS) and every one is validated on arrival: wrong run, unknown
+ * sender, replayed or future round, non-finite values or an absurd norm are rejected and reported.
+ *
+ * One instance per peer. Parts may arrive before this peer learns of the round: they are kept (bounded) by
+ * round and attempt. A round that cannot complete (a participant died) is abandoned by the caller's signal;
+ * the coordinator then announces a new attempt with the survivors.
+ */
+import type { Connection, Stream } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { ALLREDUCE_PROTOCOL, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../protocol/index.ts';
+import { framed } from './framed.ts';
+import type { Libp2pLike, Logger } from './types.ts';
+
+/** Thrown when a round's averaging is abandoned (deadline or shutdown). */
+export class AllReduceAbortedError extends Error {
+  override name = 'AllReduceAbortedError' as const;
+}
+
+export interface AllReduceOptions {
+  libp2p: Libp2pLike;
+  runId: string;
+  configHash: string;
+  /** Elements of the averaged vector (the parameter count). */
+  size: number;
+  /** Whether a peer may send us parts (admitted members of the run). */
+  isAdmitted: (peerId: string) => boolean;
+  /** The round this peer is at: parts of older rounds are replays ('stale'). */
+  currentRound: () => number;
+  /** Upper bound on a frame's L2 norm. */
+  maxPartNorm: number;
+  onReject: (reason: RejectReason, from: string, detail: string) => void;
+  log: Logger;
+}
+
+interface Incoming {
+  /** Reduce contributions to the chunk we own, by sender. */
+  reduce: Map<string, { weight: number; values: Float32Array; covered: Set<number>; filled: number }>;
+  /** Averaged chunks from their owners, by chunk index. */
+  gather: Map<number, { from: string; values: Float32Array; covered: Set<number>; filled: number }>;
+  changed: Array<() => void>;
+}
+
+const MAX_PENDING_ROUNDS = 8;
+
+export class AllReduce {
+  private readonly rounds = new Map<string, Incoming>();
+  private readonly me: string;
+  /** Bytes this peer sent in averaging frames (bench and status). */
+  bytesSent = 0;
+
+  constructor(private readonly o: AllReduceOptions) {
+    this.me = o.libp2p.peerId.toString();
+  }
+
+  async start(): Promise<void> {
+    await this.o.libp2p.handle(ALLREDUCE_PROTOCOL, (stream, connection) => this.onStream(stream, connection), { maxInboundStreams: 256 });
+  }
+
+  async stop(): Promise<void> {
+    await this.o.libp2p.unhandle(ALLREDUCE_PROTOCOL);
+    for (const r of this.rounds.values()) for (const w of r.changed) w();
+    this.rounds.clear();
+  }
+
+  private key(round: number, attempt: number): string {
+    return `${round}/${attempt}`;
+  }
+
+  private state(round: number, attempt: number): Incoming {
+    const k = this.key(round, attempt);
+    let s = this.rounds.get(k);
+    if (!s) {
+      s = { reduce: new Map(), gather: new Map(), changed: [] };
+      this.rounds.set(k, s);
+      // Bounded memory: forget the oldest rounds.
+      while (this.rounds.size > MAX_PENDING_ROUNDS) this.rounds.delete(this.rounds.keys().next().value!);
+    }
+    return s;
+  }
+
+  /** Drops buffers of rounds before `round`. */
+  forgetBefore(round: number): void {
+    for (const k of [...this.rounds.keys()]) if (Number(k.split('/')[0]) < round) this.rounds.delete(k);
+  }
+
+  private ctx(from: string): ValidationContext {
+    return {
+      runId: this.o.runId,
+      configHash: this.o.configHash,
+      from,
+      isAdmitted: this.o.isAdmitted,
+      currentRound: this.o.currentRound(),
+      staleRounds: 0,
+      maxPartNorm: this.o.maxPartNorm,
+    };
+  }
+
+  private async onStream(stream: Stream, connection: Connection): Promise<void> {
+    const from = connection.remotePeer.toString();
+    const io = framed(stream, () => this.ctx(from));
+    try {
+      for (;;) {
+        const r = await io.read(AbortSignal.timeout(60_000));
+        if (!r) break;
+        if (!r.ok) {
+          this.o.onReject(r.reason, from, r.detail);
+          if (r.reason === 'malformed' || r.reason === 'size' || r.reason === 'run' || r.reason === 'unadmitted') break;
+          continue;
+        }
+        if (r.msg.type !== 'part' || (r.msg.phase !== 'reduce' && r.msg.phase !== 'gather')) {
+          this.o.onReject('structure', from, `unexpected ${r.msg.type} on the allreduce stream`);
+          continue;
+        }
+        this.accept(r.msg, from);
+      }
+      await io.close();
+    } catch (err) {
+      io.abort(err as Error);
+    }
+  }
+
+  private accept(p: TensorPart, from: string): void {
+    const s = this.state(p.round, p.attempt);
+    const target = p.phase === 'reduce' ? s.reduce : s.gather;
+    const key = p.phase === 'reduce' ? from : p.chunk;
+    let slot = (target as Map<string | number, { weight?: number; from?: string; values: Float32Array; covered: Set<number>; filled: number }>).get(key);
+    if (!slot) {
+      slot = { weight: p.weight, from, values: new Float32Array(p.total), covered: new Set(), filled: 0 };
+      (target as Map<string | number, typeof slot>).set(key, slot);
+    }
+    if (slot.values.length !== p.total || (p.phase === 'reduce' && slot.weight !== p.weight) || slot.covered.has(p.offset) || (p.phase === 'gather' && slot.from !== from)) {
+      this.o.onReject('structure', from, `part ${p.phase} chunk ${p.chunk} offset ${p.offset} conflicts with earlier parts`);
+      return;
+    }
+    slot.covered.add(p.offset);
+    slot.values.set(p.values, p.offset);
+    slot.filled += p.values.length;
+    for (const w of s.changed.splice(0)) w();
+  }
+
+  private async send(to: string, parts: TensorPart[], signal: AbortSignal): Promise<void> {
+    const stream = await this.o.libp2p.dialProtocol(peerIdFromString(to), ALLREDUCE_PROTOCOL, { signal });
+    const io = framed(stream, () => this.ctx(to));
+    try {
+      for (const p of parts) {
+        await io.write(p, signal);
+        this.bytesSent += p.values.byteLength;
+      }
+      await io.close();
+    } catch (err) {
+      io.abort(err as Error);
+      throw err;
+    }
+  }
+
+  private parts(round: number, attempt: number, phase: 'reduce' | 'gather', chunk: number, values: Float32Array, weight: number): TensorPart[] {
+    const now = Date.now();
+    return partsOf(0, values.length).map(({ offset, length }) => ({
+      v: PROTOCOL_VERSION,
+      type: 'part',
+      runId: this.o.runId,
+      configHash: this.o.configHash,
+      sender: this.me,
+      ts: now,
+      round,
+      attempt,
+      phase,
+      chunk,
+      offset,
+      total: values.length,
+      weight,
+      values: values.subarray(offset, offset + length),
+    }));
+  }
+
+  private wait(s: Incoming, done: () => boolean, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (signal.aborted) return reject(new AllReduceAbortedError(`averaging abandoned: ${String(signal.reason?.message ?? signal.reason)}`));
+        if (done()) return resolve();
+        s.changed.push(check);
+      };
+      signal.addEventListener('abort', check, { once: true });
+      check();
+    });
+  }
+
+  /**
+   * Averages `values` (weight `weight`, e.g. samples) with the other participants and returns the weighted
+   * mean. `observers` (the coordinator) receive the averaged chunks too. Rejects on `signal`.
+   */
+  async run(round: number, attempt: number, participants: string[], values: Float32Array, weight: number, observers: string[], signal: AbortSignal): Promise<Float32Array> {
+    const P = participants.length;
+    const mine = participants.indexOf(this.me);
+    if (mine < 0) throw new Error('allreduce: this peer is not a participant');
+    if (values.length !== this.o.size) throw new Error(`allreduce: contribution has ${values.length} values, expected ${this.o.size}`);
+    const s = this.state(round, attempt);
+    const result = new Float32Array(this.o.size);
+    // Reduce: our slice of every other owner's chunk.
+    const sends = participants.map((owner, j) => {
+      if (j === mine) return Promise.resolve();
+      const { start, end } = chunkBounds(this.o.size, P, j);
+      return this.send(owner, this.parts(round, attempt, 'reduce', j, values.subarray(start, end), weight), signal);
+    });
+    const own = chunkBounds(this.o.size, P, mine);
+    const ownLen = own.end - own.start;
+    const others = participants.filter((p) => p !== this.me);
+    await this.wait(s, () => others.every((p) => s.reduce.get(p)?.filled === ownLen), signal);
+    // Weighted mean of our chunk in float64: the order of arrival does not change the result.
+    const acc = new Float64Array(ownLen);
+    let total = weight;
+    const mySlice = values.subarray(own.start, own.end);
+    for (let i = 0; i < ownLen; i++) acc[i] = weight * mySlice[i];
+    for (const p of others) {
+      const c = s.reduce.get(p)!;
+      total += c.weight;
+      for (let i = 0; i < ownLen; i++) acc[i] += c.weight * c.values[i];
+    }
+    const mean = new Float32Array(ownLen);
+    for (let i = 0; i < ownLen; i++) mean[i] = acc[i] / total;
+    result.set(mean, own.start);
+    // Gather: our averaged chunk to everyone else and to the observers.
+    const gathers = [...others, ...observers.filter((o) => o !== this.me && !participants.includes(o))].map((to) =>
+      this.send(to, this.parts(round, attempt, 'gather', mine, mean, total), signal),
+    );
+    await this.wait(
+      s,
+      () => participants.every((_, j) => j === mine || s.gather.get(j)?.filled === chunkBounds(this.o.size, P, j).end - chunkBounds(this.o.size, P, j).start),
+      signal,
+    );
+    for (let j = 0; j < P; j++) {
+      if (j === mine) continue;
+      const g = s.gather.get(j)!;
+      if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
+      result.set(g.values, chunkBounds(this.o.size, P, j).start);
+    }
+    await Promise.all([...sends, ...gathers]);
+    this.rounds.delete(this.key(round, attempt));
+    return result;
+  }
+
+  /** As an observer (not contributing): waits for every averaged chunk of the round and returns the mean. */
+  async observe(round: number, attempt: number, participants: string[], signal: AbortSignal): Promise<Float32Array> {
+    const P = participants.length;
+    const s = this.state(round, attempt);
+    const len = (j: number) => chunkBounds(this.o.size, P, j).end - chunkBounds(this.o.size, P, j).start;
+    await this.wait(s, () => participants.every((_, j) => s.gather.get(j)?.filled === len(j)), signal);
+    const result = new Float32Array(this.o.size);
+    for (let j = 0; j < P; j++) {
+      const g = s.gather.get(j)!;
+      if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
+      result.set(g.values, chunkBounds(this.o.size, P, j).start);
+    }
+    this.rounds.delete(this.key(round, attempt));
+    return result;
+  }
+
+  /** Which chunks of a round have fully arrived (for the coordinator to find a failed owner). */
+  gatheredChunks(round: number, attempt: number, participants: string[]): number[] {
+    const s = this.rounds.get(this.key(round, attempt));
+    if (!s) return [];
+    const P = participants.length;
+    return participants
+      .map((_, j) => j)
+      .filter((j) => s.gather.get(j)?.filled === chunkBounds(this.o.size, P, j).end - chunkBounds(this.o.size, P, j).start);
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * The configuration of a shared run, sent to every peer in its welcome, and its hash: every run-scoped message
+ * carries the hash, so a peer with another config (or another run) is rejected before its payload is read.
+ */
+import { validateModelConfig, validateTrainConfig, type ModelConfig, type TrainConfig } from '../engine/config.ts';
+import { validateDataManifest, type DataManifest } from '../engine/data/manifest.ts';
+import { ConfigError } from '../engine/errors.ts';
+import type { OuterConfig } from '../engine/outer-optimizer.ts';
+
+export type AveragingMode = 'sync' | 'diloco';
+
+export interface RunConfig {
+  model: ModelConfig;
+  /** batchSize is the run's whole batch per round (sync) or per inner step (diloco), over all peers. */
+  train: TrainConfig;
+  mode: AveragingMode;
+  /** DiLoCo: local AdamW steps between averagings. */
+  innerSteps: number;
+  outer: OuterConfig;
+  /** Seconds a round may take before the coordinator retries it without the peers that did not finish. */
+  roundTimeoutSec: number;
+  /** Frames whose L2 norm exceeds this are rejected (a poisoned or broken contribution). */
+  maxPartNorm: number;
+  /** Rounds between validation-loss measurements and between checkpoints. */
+  evalEvery: number;
+  checkpointEvery: number;
+  /** The data every peer trains on (shards are verified against it). */
+  data: DataManifest;
+}
+
+/** Canonical JSON: object keys sorted, so equal configs hash equally whatever their key order. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** sha256 of the canonical config, hex, via WebCrypto (Node 20 and browsers alike). */
+export async function configHash(c: RunConfig): Promise<string> {
+  const bytes = new TextEncoder().encode(canonicalJson(c));
+  const digest = await crypto.subtle.digest('SHA-256', bytes);
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export function validateRunConfig(raw: unknown): RunConfig {
+  if (typeof raw !== 'object' || raw === null) throw new ConfigError('run config must be an object');
+  const o = raw as RunConfig;
+  const model = validateModelConfig(o.model);
+  const train = validateTrainConfig(o.train, model);
+  if (o.mode !== 'sync' && o.mode !== 'diloco') throw new ConfigError(`mode must be "sync" or "diloco", got ${JSON.stringify(o.mode)}`, 'mode');
+  const int = (k: 'innerSteps' | 'evalEvery' | 'checkpointEvery', max: number) => {
+    if (!Number.isInteger(o[k]) || o[k] < 1 || o[k] > max) throw new ConfigError(`${k} must be an integer in [1, ${max}], got ${JSON.stringify(o[k])}`, k);
+  };
+  int('innerSteps', 10_000);
+  int('evalEvery', 1_000_000);
+  int('checkpointEvery', 1_000_000);
+  if (!(o.roundTimeoutSec > 0 && o.roundTimeoutSec <= 3600)) throw new ConfigError('roundTimeoutSec must be in (0, 3600]', 'roundTimeoutSec');
+  if (!(o.maxPartNorm > 0) || !Number.isFinite(o.maxPartNorm)) throw new ConfigError('maxPartNorm must be a positive number', 'maxPartNorm');
+  if (typeof o.outer !== 'object' || o.outer === null || !(o.outer.lr > 0 && o.outer.lr <= 10) || !(o.outer.momentum >= 0 && o.outer.momentum < 1)) {
+    throw new ConfigError('outer must be { lr in (0, 10], momentum in [0, 1) }', 'outer');
+  }
+  const data = validateDataManifest(o.data, 'run config data');
+  if (data.vocabSize !== model.vocabSize) throw new ConfigError(`the data has ${data.vocabSize} tokens, the model ${model.vocabSize}`, 'vocabSize');
+  return { model, train, mode: o.mode, innerSteps: o.innerSteps, outer: { lr: o.outer.lr, momentum: o.outer.momentum }, roundTimeoutSec: o.roundTimeoutSec, maxPartNorm: o.maxPartNorm, evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery, data };
+}
+
+/** Micro-batches per participant for one round: the run's total split in proportion to speed, at least 1 each. */
+export function splitMicroBatches(total: number, speeds: number[]): number[] {
+  const n = speeds.length;
+  if (n === 0) return [];
+  const sum = speeds.reduce((a, b) => a + Math.max(b, 1e-9), 0);
+  const raw = speeds.map((s) => (Math.max(s, 1e-9) / sum) * total);
+  const out = raw.map((x) => Math.max(1, Math.floor(x)));
+  // Hand out what rounding left to the largest remainders (deterministic: ties go to the lower index).
+  let left = total - out.reduce((a, b) => a + b, 0);
+  const order = raw.map((x, i) => [x - Math.floor(x), i] as const).sort((a, b) => b[0] - a[0] || a[1] - b[1]);
+  for (let k = 0; left > 0; k = (k + 1) % n, left--) out[order[k][1]]++;
+  return out;
+}

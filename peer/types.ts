@@ -1,0 +1,20 @@
+/** The parts of libp2p and of the host the platform-free peer code needs (Node and browser provide them). */
+import type { Libp2p } from '@libp2p/interface';
+
+export type Libp2pLike = Pick<Libp2p, 'peerId' | 'handle' | 'unhandle' | 'dialProtocol' | 'dial' | 'getConnections' | 'addEventListener' | 'removeEventListener'>;
+
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  debug(message: string): void;
+}
+
+/** A logger that prints nothing (tests, quiet mode). */
+export const silentLogger: Logger = { info() {}, warn() {}, debug() {} };
+
+/** Clock: injected so rounds and heartbeats can be tested without real waits. */
+export interface Clock {
+  now(): number;
+}
+
+export const systemClock: Clock = { now: () => Date.now() };
