@@ -131,12 +131,14 @@ export class Coordinator {
     this.loop = this.runLoop().catch((err) => this.d.log.warn(`round loop stopped: ${(err as Error).stack ?? err}`));
   }
 
-  async stop(): Promise<void> {
+  /** Stops the round loop (a round in flight is abandoned, never half-applied), then writes a checkpoint. */
+  async stop(o: { checkpoint?: boolean } = { checkpoint: true }): Promise<void> {
     this.abort.abort(new Error('coordinator stopping'));
     this.roundAbort?.abort(new Error('coordinator stopping'));
     this.wake?.();
     for (const q of this.stateQueue.splice(0)) q.reject(new Error('coordinator stopping'));
     await this.loop;
+    if (o.checkpoint) await this.checkpoint();
     await this.allreduce.stop();
     this.trainer.dispose();
   }

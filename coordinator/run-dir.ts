@@ -19,6 +19,8 @@ export interface RunInfo {
   runId: string;
   token: string;
   config: RunConfig;
+  /** The prepared data folder the run trains on (served to peers). */
+  dataDir: string;
   /** Listen addresses actually bound on first start (reused on restart so peers find us again). */
   listen: string[];
   httpPort: number;
@@ -42,7 +44,9 @@ export function readRunInfo(dir: string): RunInfo | undefined {
   } catch (err) {
     throw new ConfigError(`${p} is not valid JSON: ${(err as Error).message}`);
   }
-  if (typeof raw.runId !== 'string' || typeof raw.token !== 'string' || !Array.isArray(raw.listen)) throw new ConfigError(`${p} is missing runId, token or listen`);
+  if (typeof raw.runId !== 'string' || typeof raw.token !== 'string' || !Array.isArray(raw.listen) || typeof raw.dataDir !== 'string') {
+    throw new ConfigError(`${p} is missing runId, token, dataDir or listen`);
+  }
   return { ...raw, config: validateRunConfig(raw.config) };
 }
 

@@ -2,6 +2,8 @@
  * peertrain's command line. Each command returns an exit code; errors with a known `name` print one line
  * naming the problem and exit non-zero, anything else prints its stack (a bug).
  */
+import { coordinatorCommand } from '../coordinator/command.ts';
+import { nodeCommand } from './node-command.ts';
 import { prepareCommand } from './data/prepare-command.ts';
 import { evalCommand, generateCommand } from './eval-command.ts';
 import { exportCommand } from './export-command.ts';
@@ -12,11 +14,13 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   train: { run: trainCommand, help: 'train a model on this machine (all cores), or fine-tune one (--from)' },
   eval: { run: evalCommand, help: 'score a checkpoint: loss, perplexity, bits/char, BLEU, diversity' },
   generate: { run: generateCommand, help: 'continue a prompt with a checkpoint' },
+  coordinator: { run: coordinatorCommand, help: 'start (or restart) a shared run that peers join' },
+  node: { run: nodeCommand, help: 'join a shared run and train with it' },
   export: { run: exportCommand, help: 'write a checkpoint\'s weights as safetensors' },
 };
 
 /** Errors that describe bad input (flags, files, configs), not bugs: one line, exit code 2 for usage, 1 otherwise. */
-const EXPECTED = new Set(['UsageError', 'ConfigError', 'CheckpointError', 'ArchitectureMismatchError', 'DataError', 'ManifestError', 'BackendUnavailableError']);
+const EXPECTED = new Set(['UsageError', 'ConfigError', 'CheckpointError', 'ArchitectureMismatchError', 'DataError', 'ManifestError', 'BackendUnavailableError', 'JoinRefusedError', 'StateSyncError', 'DataSyncError']);
 
 function usage(): string {
   const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(10)} ${c.help}`);

@@ -47,6 +47,8 @@ interface Incoming {
 }
 
 const MAX_PENDING_ROUNDS = 8;
+/** How long an unknown sender's stream waits for the announcement that admits it. */
+const ADMISSION_GRACE_MS = 5_000;
 
 export class AllReduce {
   private readonly rounds = new Map<string, Incoming>();
@@ -101,10 +103,19 @@ export class AllReduce {
     };
   }
 
+  /**
+   * A participant's parts can arrive before we have seen the round announcement that admits it: give the
+   * announcement a moment before judging the sender (its frames are only read, and counted, after that).
+   */
+  private async admittedSoon(peer: string, ms: number): Promise<void> {
+    for (const start = Date.now(); !this.o.isAdmitted(peer) && Date.now() - start < ms; ) await new Promise((r) => setTimeout(r, 25));
+  }
+
   private async onStream(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer.toString();
     const io = framed(stream, () => this.ctx(from));
     try {
+      await this.admittedSoon(from, ADMISSION_GRACE_MS);
       for (;;) {
         const r = await io.read(AbortSignal.timeout(60_000));
         if (!r) break;
@@ -144,8 +155,21 @@ export class AllReduce {
     for (const w of s.changed.splice(0)) w();
   }
 
+  /** Dials, retrying while the peer's addresses are not yet known (its first heartbeat may still be on its way). */
+  private async dial(to: string, signal: AbortSignal): Promise<Stream> {
+    for (let delay = 100; ; delay = Math.min(1_000, delay * 2)) {
+      try {
+        return await this.o.libp2p.dialProtocol(peerIdFromString(to), ALLREDUCE_PROTOCOL, { signal });
+      } catch (err) {
+        if (signal.aborted) throw new AllReduceAbortedError(`could not reach ${to.slice(-8)}: ${(err as Error).message}`);
+        this.o.log.debug(`dial ${to.slice(-8)} failed (${(err as Error).name}); retrying`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
   private async send(to: string, parts: TensorPart[], signal: AbortSignal): Promise<void> {
-    const stream = await this.o.libp2p.dialProtocol(peerIdFromString(to), ALLREDUCE_PROTOCOL, { signal });
+    const stream = await this.dial(to, signal);
     const io = framed(stream, () => this.ctx(to));
     try {
       for (const p of parts) {

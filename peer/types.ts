@@ -1,7 +1,7 @@
 /** The parts of libp2p and of the host the platform-free peer code needs (Node and browser provide them). */
 import type { Libp2p } from '@libp2p/interface';
 
-export type Libp2pLike = Pick<Libp2p, 'peerId' | 'handle' | 'unhandle' | 'dialProtocol' | 'dial' | 'getConnections' | 'addEventListener' | 'removeEventListener'>;
+export type Libp2pLike = Pick<Libp2p, 'peerId' | 'handle' | 'unhandle' | 'dialProtocol' | 'dial' | 'getConnections' | 'getMultiaddrs' | 'peerStore' | 'addEventListener' | 'removeEventListener'>;
 
 export interface Logger {
   info(message: string): void;

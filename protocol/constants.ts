@@ -79,6 +79,10 @@ export const MAX_MICRO_BATCHES = 4096;
  */
 export const MAX_FUTURE_ROUNDS = 2;
 
+/** Listen addresses a heartbeat may advertise, and the length of each. */
+export const MAX_LISTEN_ADDRS = 16;
+export const MAX_ADDR_LENGTH = 256;
+
 /** Bytes of a shard per data frame (bounded frames, like tensor parts). */
 export const MAX_DATA_BYTES = 1024 * 1024;
 

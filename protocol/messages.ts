@@ -83,6 +83,8 @@ export interface Heartbeat extends RunScoped {
   tokensPerSec: number;
   kind: PeerKind;
   backend: string;
+  /** Where this peer listens (multiaddrs without /p2p): how the other participants reach it for averaging. */
+  addrs: string[];
 }
 
 /** The coordinator starts a round (or a retry of it, `attempt` > 0): who takes part and how much each does. */

@@ -9,6 +9,8 @@ import {
   MAX_CONFIG_DEPTH,
   MAX_CONFIG_NODES,
   MAX_DATA_BYTES,
+  MAX_LISTEN_ADDRS,
+  MAX_ADDR_LENGTH,
   MAX_FILE_NAME_LENGTH,
   MAX_FUTURE_ROUNDS,
   MAX_ID_LENGTH,
@@ -187,6 +189,11 @@ function walkJson(root: unknown): { error?: string; nonFinite: boolean } {
   return { error, nonFinite };
 }
 
+const listenAddrs: Check = (x) =>
+  Array.isArray(x) && x.length <= MAX_LISTEN_ADDRS && x.every((a) => typeof a === 'string' && a.startsWith('/') && a.length <= MAX_ADDR_LENGTH)
+    ? undefined
+    : `expected at most ${MAX_LISTEN_ADDRS} multiaddr strings`;
+
 const fileName: Check = (x) =>
   typeof x === 'string' && x.length <= MAX_FILE_NAME_LENGTH && /^[A-Za-z0-9._-]+$/.test(x) && x !== '.' && x !== '..' ? undefined : 'expected a plain file name';
 
@@ -214,7 +221,7 @@ const SCHEMAS: { [T in MessageType]: Record<keyof Extract<Message, { type: T }>,
   join: { ...head, token: str(1, MAX_TOKEN_LENGTH), kind, backend, tokensPerSec: real(0), sender: peerId },
   welcome: { ...head, ...run, config: jsonObject, round: count, slot: count },
   refused: { ...head, reason: str(0, MAX_REASON_LENGTH) },
-  heartbeat: { ...head, ...run, round: count, step: count, tokensPerSec: real(0), kind, backend },
+  heartbeat: { ...head, ...run, round: count, step: count, tokensPerSec: real(0), kind, backend, addrs: listenAddrs },
   round: {
     ...head,
     ...run,

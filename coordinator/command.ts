@@ -1,0 +1,161 @@
+/**
+ * `peertrain coordinator`: starts (or restarts, from its run directory) a shared run, prints the multiaddrs and
+ * join token to give to nodes and the URL of its page, and writes them to RUN_DIR/join.json.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { DEFAULT_TRAIN, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig } from '../engine/config.ts';
+import { ConfigError } from '../engine/errors.ts';
+import { helpText, parseArgs, type FlagSpec } from '../node/args.ts';
+import { BACKENDS, selectBackend } from '../node/backend.ts';
+import { resolveData } from '../node/data/data-source.ts';
+import { UsageError } from '../node/errors.ts';
+import { createPeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
+import { configHash, validateRunConfig, type RunConfig } from '../peer/run-config.ts';
+import { systemClock, type Logger } from '../peer/types.ts';
+import { Coordinator } from './coordinator.ts';
+import { startHttpServer } from './http-server.ts';
+import { ensureDir, loadOrCreateKey, newRunId, newToken, paths, readRunInfo, writeJoinFile, writeRunInfo, type RunInfo } from './run-dir.ts';
+import { RunStore } from './run-store.ts';
+
+export const COORDINATOR_FLAGS: Record<string, FlagSpec> = {
+  'run-dir': { type: 'string', help: 'run directory (state, checkpoints, join.json); reopened on restart', default: 'runs/coordinator' },
+  config: { type: 'string', help: 'JSON run config: { model, train, mode, innerSteps, outer, roundTimeoutSec, evalEvery, checkpointEvery }' },
+  data: { type: 'string', help: 'prepared data folder or text file (default: the built-in corpus)' },
+  preset: { type: 'string', help: 'model shape', choices: presetNames(), default: 'tiny' },
+  mode: { type: 'string', help: 'sync: average gradients every step; diloco: H local steps, then average', choices: ['sync', 'diloco'], default: 'sync' },
+  'inner-steps': { type: 'int', help: 'DiLoCo local steps per round', min: 1, default: 10 },
+  batch: { type: 'int', help: 'sequences per round over all peers (per inner step in diloco)', min: 1, default: 16 },
+  'micro-batch': { type: 'int', help: 'sequences per micro-batch (the unit handed to peers)', min: 1, default: 4 },
+  seq: { type: 'int', help: 'tokens per sequence', min: 2, default: 128 },
+  lr: { type: 'number', help: 'peak learning rate', default: 1e-3 },
+  rounds: { type: 'int', help: 'stop after this many rounds (default: run until stopped)', min: 1 },
+  'round-timeout': { type: 'number', help: 'seconds before a stalled round is retried without its stragglers', default: 60 },
+  listen: { type: 'string', help: 'comma-separated multiaddrs to listen on', default: '/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/tcp/0/ws' },
+  host: { type: 'string', help: 'HTTP host', default: '127.0.0.1' },
+  'http-port': { type: 'int', help: 'HTTP port (0: any free port)', min: 0, default: 8080 },
+  backend: { type: 'string', help: 'TF.js backend of the coordinator\'s own replica', choices: ['auto', ...BACKENDS], default: 'auto' },
+  json: { type: 'boolean', help: 'with --rounds: print one JSON summary line at the end' },
+  quiet: { type: 'boolean', help: 'log warnings only' },
+  help: { type: 'boolean', help: 'show this help' },
+};
+const USAGE = 'usage: peertrain coordinator [--config run.json] [--run-dir DIR] [--http-port P] [--rounds N]';
+
+function consoleLogger(quiet: boolean): Logger {
+  const stamp = () => new Date().toISOString().slice(11, 19);
+  return {
+    info: (m) => (quiet ? undefined : console.error(`${stamp()} ${m}`)),
+    warn: (m) => console.error(`${stamp()} warning: ${m}`),
+    debug: (m) => (process.env.PEERTRAIN_DEBUG ? console.error(`${stamp()} debug: ${m}`) : undefined),
+  };
+}
+
+function readJsonConfig(path: string): Record<string, unknown> {
+  try {
+    const raw = JSON.parse(readFileSync(path, 'utf8'));
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new Error('not a JSON object');
+    return raw as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError(`cannot read config ${path}: ${(err as Error).message}`);
+  }
+}
+
+async function newRun(flags: Record<string, unknown>, log: Logger): Promise<{ config: RunConfig; dataDir: string }> {
+  const file = flags.config ? readJsonConfig(String(flags.config)) : {};
+  const allowed = ['model', 'train', 'mode', 'innerSteps', 'outer', 'roundTimeoutSec', 'maxPartNorm', 'evalEvery', 'checkpointEvery'];
+  const unknown = Object.keys(file).find((k) => !allowed.includes(k));
+  if (unknown) throw new ConfigError(`${flags.config}: unknown key "${unknown}" (allowed: ${allowed.join(', ')})`, unknown);
+  const data = await resolveData(flags.data as string | undefined, (m) => log.info(m));
+  const model: ModelConfig = modelConfigFromPreset(String(flags.preset), data.tokenizer.vocabSize, (file.model ?? {}) as Partial<ModelConfig>);
+  const seqLen = Math.min(Number(flags.seq), model.blockSize, data.manifest.sequenceLength - 1);
+  const rounds = Number(flags.rounds ?? 1000);
+  const train = validateTrainConfig(
+    { ...DEFAULT_TRAIN, batchSize: flags.batch, microBatchSize: flags['micro-batch'], seqLen, lr: flags.lr, warmupSteps: Math.min(100, Math.max(1, Math.floor(rounds / 10))), totalSteps: rounds, ...((file.train ?? {}) as object) },
+    model,
+  );
+  const config = validateRunConfig({
+    model,
+    train,
+    mode: file.mode ?? flags.mode,
+    innerSteps: file.innerSteps ?? flags['inner-steps'],
+    outer: file.outer ?? { lr: 0.7, momentum: 0.9 },
+    roundTimeoutSec: file.roundTimeoutSec ?? flags['round-timeout'],
+    maxPartNorm: file.maxPartNorm ?? 1e5,
+    evalEvery: file.evalEvery ?? 10,
+    checkpointEvery: file.checkpointEvery ?? 10,
+    data: data.manifest,
+  });
+  return { config, dataDir: data.dir };
+}
+
+export async function coordinatorCommand(argv: string[]): Promise<number> {
+  const { flags } = parseArgs(argv, COORDINATOR_FLAGS);
+  if (flags.help) {
+    console.log(helpText(USAGE, COORDINATOR_FLAGS));
+    return 0;
+  }
+  const log = consoleLogger(Boolean(flags.quiet));
+  const runDir = resolve(String(flags['run-dir']));
+  ensureDir(runDir);
+  let info = readRunInfo(runDir);
+  let dataDir: string;
+  if (info) {
+    if (flags.config || flags.data) throw new UsageError(`${runDir} already holds run ${info.runId}; its config and data cannot change (start a new run with another --run-dir)`);
+    dataDir = info.dataDir;
+    log.info(`restarting run ${info.runId} from ${runDir}`);
+  } else {
+    const fresh = await newRun(flags, log);
+    dataDir = fresh.dataDir;
+    info = { runId: newRunId(), token: newToken(), config: fresh.config, dataDir, listen: String(flags.listen).split(','), httpPort: Number(flags['http-port']), createdAt: new Date().toISOString() };
+  }
+  const data = await resolveData(dataDir, (m) => log.info(m));
+  const hash = await configHash(info.config);
+  const backend = await selectBackend(String(flags.backend));
+  log.info(`coordinator replica on ${backend.name} (${backend.detail})`);
+
+  const privateKey = await loadOrCreateKey(runDir);
+  const libp2p = await createPeertrainLibp2p({ listen: info.listen, privateKey });
+  // Remember the ports actually bound, so a restarted coordinator is found at the same addresses.
+  const bound = libp2p.getMultiaddrs().map((a) => a.decapsulateCode(421).toString());
+  if (info.listen.some((a) => /\/tcp\/0(\/|$)/.test(a))) info = { ...info, listen: bound };
+  const store = new RunStore(paths(runDir).db);
+  const coordinator = new Coordinator({ libp2p, store, info, configHash: hash, data, runDir, log, clock: systemClock, maxRounds: flags.rounds as number | undefined });
+  await coordinator.start();
+  const http = await startHttpServer({ host: String(flags.host), port: info.httpPort, status: () => coordinator.status() });
+  if (info.httpPort === 0) info = { ...info, httpPort: Number(new URL(http.url).port) };
+  writeRunInfo(runDir, info);
+  const multiaddrs = libp2p.getMultiaddrs().map((a) => a.toString());
+  writeJoinFile(runDir, multiaddrs, info.token, http.url);
+  console.error(`run ${info.runId} (${info.config.mode}, ${info.config.model.nLayer} layers × ${info.config.model.nEmbd}) — config ${hash.slice(0, 12)}`);
+  console.error(`join with:\n${multiaddrs.map((a) => `  peertrain node --join ${a} --token ${info!.token}`).join('\n')}`);
+  console.error(`status: ${http.url}api/status (also written to ${paths(runDir).join})`);
+  coordinator.emitter.addEventListener('round:done', (e) => {
+    const r = (e as CustomEvent<{ round: number; loss: number; valLoss?: number }>).detail;
+    log.info(`round ${r.round}: loss ${r.loss.toFixed(4)}${r.valLoss !== undefined ? `, val ${r.valLoss.toFixed(4)}` : ''} — ${coordinator.members.size} peer(s)`);
+  });
+
+  let stopping = false;
+  const stop = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    await coordinator.stop({ checkpoint: true });
+    await new Promise<void>((r) => http.server.close(() => r()));
+    await libp2p.stop();
+    store.close();
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stop(130));
+  process.on('SIGTERM', () => void stop(143));
+
+  if (flags.rounds !== undefined) {
+    await coordinator.finished();
+    const valLoss = await coordinator.evaluate(coordinator.round - 1);
+    const sample = await coordinator.sample(200);
+    console.error(`done: ${coordinator.round} rounds, validation loss ${valLoss.toFixed(4)}`);
+    console.error(`sample: ${sample}`);
+    if (flags.json) console.log(JSON.stringify({ rounds: coordinator.round, valLoss, sample, runId: info.runId, tokensTrained: store.tokensTrained() }));
+    await stop(0);
+  }
+  await new Promise(() => {}); // serve until a signal
+  return 0;
+}

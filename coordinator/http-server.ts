@@ -1,0 +1,53 @@
+/**
+ * The coordinator's HTTP server: GET /api/status (JSON for scripts and the web page) and a plain index page.
+ * Cross-origin isolation headers are set on every response so the browser peer's WASM backend can use
+ * threads and SIMD once the page is served from here.
+ */
+import { createServer, type Server } from 'node:http';
+
+export interface HttpServerOptions {
+  host: string;
+  port: number;
+  status: () => Record<string, unknown>;
+}
+
+const ISOLATION = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
+export async function startHttpServer(o: HttpServerOptions): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { ...ISOLATION, Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (url.pathname === '/api/status') {
+      let body: string;
+      try {
+        body = JSON.stringify(o.status());
+      } catch (err) {
+        res.writeHead(500, { ...ISOLATION, 'Content-Type': 'text/plain' }).end(`status failed: ${(err as Error).message}`);
+        return;
+      }
+      res.writeHead(200, { ...ISOLATION, 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }).end(body);
+      return;
+    }
+    if (url.pathname === '/') {
+      res
+        .writeHead(200, { ...ISOLATION, 'Content-Type': 'text/html; charset=utf-8' })
+        .end('<!doctype html><title>peertrain</title><h1>peertrain coordinator</h1><p>The run\'s state: <a href="/api/status">/api/status</a>.</p>');
+      return;
+    }
+    res.writeHead(404, { ...ISOLATION, 'Content-Type': 'text/plain' }).end('not found');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.host, () => resolve());
+  });
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : o.port;
+  return { server, url: `http://${o.host.includes(':') ? `[${o.host}]` : o.host}:${port}/` };
+}
