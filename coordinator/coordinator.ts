@@ -81,6 +81,9 @@ export class Coordinator {
   private paramHash = '';
   private readonly hashAfter = new Map<number, string>();
   private readonly doneLosses = new Map<number, Array<{ loss: number; samples: number }>>();
+  /** Participants of recently finished rounds, and their validation losses, until every report is in. */
+  private readonly participantsOf = new Map<number, number>();
+  private readonly valLossOf = new Map<number, number>();
   private readonly stateQueue: Array<{ peer: string; resolve: (s: RunState) => void; reject: (e: Error) => void }> = [];
   private readonly abort = new AbortController();
   private roundAbort?: AbortController;
@@ -303,9 +306,7 @@ export class Coordinator {
         break;
       case 'done': {
         const done = r.msg;
-        const losses = this.doneLosses.get(done.round) ?? [];
-        losses.push({ loss: done.loss, samples: done.samples });
-        this.doneLosses.set(done.round, losses);
+        this.recordLoss(done.round, done.loss, done.samples);
         const expected = this.hashAfter.get(done.round);
         if (expected && expected !== done.paramHash) this.resync(from, `parameter hash ${done.paramHash} after round ${done.round}, expected ${expected}`);
         break;
@@ -361,7 +362,6 @@ export class Coordinator {
 
   private async runLoop(): Promise<void> {
     while (!this.abort.signal.aborted && (this.d.maxRounds === undefined || this.round < this.d.maxRounds)) {
-      this.recordLosses(this.round - 1);
       await this.serveQueuedState();
       let participants = this.readyParticipants();
       if (participants.length === 0) {
@@ -387,12 +387,14 @@ export class Coordinator {
         participants = participants.filter((m) => !failed.includes(m));
       }
     }
-    this.recordLosses(this.round - 1);
   }
 
   private async runAttempt(attempt: number, participants: string[], micro: number[]): Promise<Float32Array | undefined> {
     const round = this.round;
     this.currentParticipants = participants;
+    this.participantsOf.set(round, participants.length);
+    this.participantsOf.delete(round - 16);
+    this.doneLosses.delete(round); // reports of an earlier, failed attempt do not count
     this.roundAbort = new AbortController();
     const deadline = AbortSignal.timeout(this.config.roundTimeoutSec * 1000);
     const signal = AbortSignal.any([deadline, this.roundAbort.signal, this.abort.signal]);
@@ -443,21 +445,33 @@ export class Coordinator {
     const seqPerMicro = this.config.train.microBatchSize * (this.isDiloco ? this.config.innerSteps : 1);
     const contributions = participants.map((m, i) => ({ peer: m.id, samples: micro[i] * seqPerMicro, loss: null }));
     const tokens = contributions.reduce((a, c) => a + c.samples, 0) * this.config.train.seqLen;
-    this.d.store.recordRound(round, contributions, { loss: null, valLoss: null, tokens, participants: participants.length, at: this.d.clock.now() });
+    // Reports that beat us here already hold the round's loss so far.
+    const early = this.doneLosses.get(round) ?? [];
+    const earlySamples = early.reduce((a, r) => a + r.samples, 0);
+    const earlyLoss = early.length ? early.reduce((a, r) => a + r.loss * r.samples, 0) / Math.max(1, earlySamples) : null;
+    this.d.store.recordRound(round, contributions, { loss: earlyLoss, valLoss: null, tokens, participants: participants.length, at: this.d.clock.now() });
     if ((round + 1) % this.config.evalEvery === 0) await this.evaluate(round);
     if ((round + 1) % this.config.checkpointEvery === 0) await this.checkpoint();
   }
 
-  /** Fills in a finished round's training loss from the peers' reports (they arrive just after the round). */
-  private recordLosses(round: number): void {
-    const reports = this.doneLosses.get(round);
-    if (!reports || reports.length === 0) return;
-    const samples = reports.reduce((a, r) => a + r.samples, 0);
-    const loss = reports.reduce((a, r) => a + r.loss * r.samples, 0) / Math.max(1, samples);
-    this.d.store.setLoss(round, loss);
-    this.doneLosses.delete(round);
-    const h = this.d.store.history().find((x) => x.round === round);
-    this.events.dispatchEvent(new CustomEvent('round:done', { detail: { round, loss, valLoss: h?.valLoss ?? undefined } satisfies RoundRecord }));
+  /**
+   * A finished round's training loss is the sample-weighted mean of its participants' reports, which arrive
+   * just after the round; 'round:done' fires when the last one is in.
+   */
+  private recordLoss(round: number, loss: number, samples: number): void {
+    const expected = this.participantsOf.get(round);
+    if (expected === undefined) return; // not a round we finished (or one long gone)
+    const reports = this.doneLosses.get(round) ?? [];
+    reports.push({ loss, samples });
+    this.doneLosses.set(round, reports);
+    const total = reports.reduce((a, r) => a + r.samples, 0);
+    const mean = reports.reduce((a, r) => a + r.loss * r.samples, 0) / Math.max(1, total);
+    this.d.store.setLoss(round, mean);
+    if (reports.length === expected) {
+      this.doneLosses.delete(round);
+      this.participantsOf.delete(round);
+      this.events.dispatchEvent(new CustomEvent('round:done', { detail: { round, loss: mean, valLoss: this.valLossOf.get(round) } satisfies RoundRecord }));
+    }
   }
 
   async evaluate(round: number): Promise<number> {
@@ -467,6 +481,8 @@ export class Coordinator {
     const spec: BatchSpec = { B: c.train.microBatchSize, T: c.train.seqLen, objective: c.model.objective, maskProb: c.train.maskProb, maskId: tok.maskId, eosId: tok.eosId, vocabSize: c.model.vocabSize };
     const valLoss = await this.trainer.evalLoss(validationBatches(this.d.data.val, spec, c.train.seed, 4));
     this.d.store.setValLoss(round, valLoss);
+    this.valLossOf.set(round, valLoss);
+    this.valLossOf.delete(round - 64);
     this.lastEvalRound = round;
     return valLoss;
   }

@@ -4,6 +4,7 @@
  */
 import { coordinatorCommand } from '../coordinator/command.ts';
 import { nodeCommand } from './node-command.ts';
+import { demoCommand } from './demo-command.ts';
 import { prepareCommand } from './data/prepare-command.ts';
 import { evalCommand, generateCommand } from './eval-command.ts';
 import { exportCommand } from './export-command.ts';
@@ -16,6 +17,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help:
   generate: { run: generateCommand, help: 'continue a prompt with a checkpoint' },
   coordinator: { run: coordinatorCommand, help: 'start (or restart) a shared run that peers join' },
   node: { run: nodeCommand, help: 'join a shared run and train with it' },
+  demo: { run: demoCommand, help: 'a coordinator and two nodes on this machine training together (npm start)' },
   export: { run: exportCommand, help: 'write a checkpoint\'s weights as safetensors' },
 };
 
