@@ -25,7 +25,7 @@ interface Case {
 }
 
 function run(cmd: string, args: string[], timeoutMs: number): Record<string, unknown> {
-  const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', timeout: timeoutMs, env: { ...process.env, PEERTRAIN_TEST_WEBGPU: '0' } });
+  const r = spawnSync(cmd, args, { cwd: root, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 * 2 ** 20, env: { ...process.env, PEERTRAIN_TEST_WEBGPU: '0' } });
   const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   try {
     return JSON.parse(line);
@@ -118,7 +118,7 @@ function quality(): Record<string, unknown> {
   const minutes = Number(process.env.PEERTRAIN_BENCH_QUALITY_MINUTES ?? (quick ? 0.5 : 10));
   const out = join(mkdtempSync(join(tmpdir(), 'peertrain-bench-')), 'run');
   process.stderr.write(`bench: tiny on the built-in corpus (char) for ${minutes} min\n`);
-  const train = run(process.execPath, ['bin/peertrain.js', 'train', '--preset', 'tiny', '--steps', String(Math.max(50, Math.round(minutes * 140))), '--minutes', String(minutes), '--eval-every', '500', '--out', out, '--json', '--quiet'], (minutes + 5) * 60_000);
+  const train = run(process.execPath, ['bin/peertrain.js', 'train', '--preset', 'tiny', '--steps', String(Math.max(50, Math.round(minutes * 140))), '--minutes', String(minutes), '--eval-every', '500', '--out', out, '--json', '--quiet'], (minutes + 20) * 60_000);
   const scores = run(process.execPath, ['bin/peertrain.js', 'eval', join(out, 'checkpoint.ptck'), '--json', '--batches', '32'], 600_000);
   return { preset: 'tiny', tokenizer: 'char', data: 'built-in Brown corpus', minutes, steps: train.step, tokensPerSec: train.tokensPerSec, trainLoss: train.trainLoss, valLoss: scores.valLoss, bitsPerChar: scores.bitsPerChar, perplexity: scores.perplexity, bleu: scores.bleu, distinct2: scores.distinct2, repetitionRate: scores.repetitionRate, sample: train.sample, error: train.error ?? scores.error };
 }

@@ -132,6 +132,8 @@ export class AllReduce {
       }
       await io.close();
     } catch (err) {
+      // A frame over the length limit errors the stream before it can be decoded: count it as oversized.
+      if ((err as Error).name === 'InvalidDataLengthError') this.o.onReject('size', from, (err as Error).message);
       io.abort(err as Error);
     }
   }
