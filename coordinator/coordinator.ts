@@ -34,6 +34,8 @@ import type { RunStore } from './run-store.ts';
 const BAN_AFTER_REJECTIONS = 20;
 /** A peer not heard from for this long (and not connected) leaves the member list. */
 const SILENCE_MS = 15_000;
+/** Attempt numbers are offset by the coordinator's session (epoch) times this. */
+const ATTEMPTS_PER_EPOCH = 1_000_000;
 /** Announcements are re-published this often until the round completes (gossip may miss a new subscriber). */
 const REANNOUNCE_MS = 1_000;
 
@@ -91,6 +93,8 @@ export class Coordinator {
   private loop?: Promise<void>;
   private wake?: () => void;
   private lastEvalRound = -1;
+  /** How many times this run's coordinator has started (persisted): keeps attempt numbers unique. */
+  private epoch = 0;
   private readonly events = new EventTarget();
 
   constructor(private readonly d: CoordinatorDeps) {
@@ -154,6 +158,8 @@ export class Coordinator {
   // ---------------------------------------------------------------- state, checkpoints
 
   private async restore(): Promise<void> {
+    this.epoch = Number(this.d.store.getMeta('epoch') ?? -1) + 1;
+    this.d.store.setMeta('epoch', String(this.epoch));
     const p = paths(this.d.runDir).checkpoint;
     const { existsSync } = await import('node:fs');
     if (existsSync(p)) {
@@ -369,7 +375,9 @@ export class Coordinator {
         continue;
       }
       const totalMicro = this.config.train.batchSize / this.config.train.microBatchSize;
-      for (let attempt = 0; participants.length > 0 && !this.abort.signal.aborted; attempt++) {
+      // Attempt numbers never repeat across restarts of the coordinator: a peer may still hold parts of an
+      // attempt of the previous session, which must not mix with this one.
+      for (let attempt = this.epoch * ATTEMPTS_PER_EPOCH; participants.length > 0 && !this.abort.signal.aborted; attempt++) {
         const ids = participants.map((m) => m.id);
         const micro = splitMicroBatches(totalMicro, participants.map((m) => m.tokensPerSec));
         const avg = await this.runAttempt(attempt, ids, micro);

@@ -86,6 +86,12 @@ export class AllReduce {
     return s;
   }
 
+  /** Drops every buffered part (after a reconnect: the coordinator may have restarted its rounds). */
+  reset(): void {
+    for (const r of this.rounds.values()) for (const w of r.changed.splice(0)) w();
+    this.rounds.clear();
+  }
+
   /** Drops buffers of rounds before `round`. */
   forgetBefore(round: number): void {
     for (const k of [...this.rounds.keys()]) if (Number(k.split('/')[0]) < round) this.rounds.delete(k);
@@ -229,10 +235,13 @@ export class AllReduce {
     const s = this.state(round, attempt);
     const result = new Float32Array(this.o.size);
     // Reduce: our slice of every other owner's chunk.
+    // Sends run in the background; a failure there shows up as a chunk that never completes (and, on the
+    // owner's side, as a round the coordinator retries), so it is logged here, never left unhandled.
+    const background = (p: Promise<void>, what: string) => p.catch((err) => this.o.log.debug(`${what}: ${(err as Error).message}`));
     const sends = participants.map((owner, j) => {
       if (j === mine) return Promise.resolve();
       const { start, end } = chunkBounds(this.o.size, P, j);
-      return this.send(owner, this.parts(round, attempt, 'reduce', j, values.subarray(start, end), weight), signal);
+      return background(this.send(owner, this.parts(round, attempt, 'reduce', j, values.subarray(start, end), weight), signal), `reduce to ${owner.slice(-8)}`);
     });
     const own = chunkBounds(this.o.size, P, mine);
     const ownLen = own.end - own.start;
@@ -253,7 +262,7 @@ export class AllReduce {
     result.set(mean, own.start);
     // Gather: our averaged chunk to everyone else and to the observers.
     const gathers = [...others, ...observers.filter((o) => o !== this.me && !participants.includes(o))].map((to) =>
-      this.send(to, this.parts(round, attempt, 'gather', mine, mean, total), signal),
+      background(this.send(to, this.parts(round, attempt, 'gather', mine, mean, total), signal), `gather to ${to.slice(-8)}`),
     );
     await this.wait(
       s,

@@ -144,6 +144,10 @@ export class PeerRuntime {
     if (hash !== welcome.configHash) throw new JoinRefusedError(`the welcome's config does not match its hash ${welcome.configHash}`);
     if (this.config && (hash !== this.hash || welcome.runId !== this.runId)) throw new JoinRefusedError('the coordinator now runs a different run or config');
     const first = !this.config;
+    // Whatever was in flight belongs to the coordinator's previous session.
+    this.current?.abort.abort(new Error('rejoined'));
+    this.current = undefined;
+    this.allreduce?.reset();
     this.config = config;
     this.runId = welcome.runId;
     this.hash = hash;

@@ -1,0 +1,149 @@
+/**
+ * The network as users run it: `peertrain coordinator` and `peertrain node` processes on 127.0.0.1.
+ *  - exactness: in sync mode, the run ends with the parameters one process gets by training on the union of
+ *    the peers' batches (recomputed from the run seed, round and slot recorded in the run's database);
+ *  - churn: a peer killed mid-run costs the survivors no round, a newcomer contributes right after syncing,
+ *    and a restarted coordinator continues the loss curve with the peers reconnecting;
+ *  - a node without the join token is refused.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import * as tf from '@tensorflow/tfjs-core';
+import { samplePackedBatch } from '../../engine/data/batches.ts';
+import { mixSeed } from '../../engine/rng.ts';
+import { sliceFlat } from '../../engine/flat.ts';
+import { Trainer } from '../../engine/trainer.ts';
+import { loadCheckpoint } from '../../node/checkpoint-io.ts';
+import { loadBrownText } from '../../node/data/builtin-corpus.ts';
+import { openShardDataset } from '../../node/data/shard-dataset.ts';
+import { validateRunConfig } from '../../peer/run-config.ts';
+import { runCli, tempDir, writeText } from '../helpers/cli.ts';
+import { useBackend } from '../helpers/backend.ts';
+import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin } from '../helpers/run.ts';
+
+let dir: string;
+let data: string;
+let config: string;
+
+beforeAll(async () => {
+  dir = tempDir('peertrain-net-');
+  const docs = loadBrownText().split('\n\n').slice(0, 60);
+  const jsonl = writeText(dir, 'corpus.jsonl', docs.map((text) => JSON.stringify({ text })).join('\n'));
+  data = join(dir, 'data');
+  expect((await runCli(['prepare', '--input', jsonl, '--tokenizer', 'char', '--seq-len', '33', '--out', data])).code).toBe(0);
+  // A small model keeps rounds short on 2 cores; the code path is the presets'.
+  config = writeText(dir, 'run.json', JSON.stringify({ model: { nLayer: 2, nEmbd: 64, nHead: 4 }, evalEvery: 3, checkpointEvery: 3, roundTimeoutSec: 20 }));
+  await useBackend('wasm');
+});
+afterAll(() => killAllProcs());
+
+function coordinatorArgs(runDir: string, extra: string[] = []): string[] {
+  return ['coordinator', '--run-dir', runDir, '--http-port', '0', '--data', data, '--config', config, '--batch', '12', '--micro-batch', '2', '--seq', '32', ...extra];
+}
+
+describe('sync mode is exact', () => {
+  it('1 coordinator + 3 peers end with the parameters of one process training on the union of their batches', async () => {
+    const runDir = join(dir, 'exact');
+    const coord = startProc(coordinatorArgs(runDir, ['--rounds', '6']));
+    const info = await waitForJoin(runDir, coord);
+    const nodes = [0, 1, 2].map(() => startNode(info));
+    expect(await coord.exited).toBe(0);
+    for (const n of nodes) n.child.kill('SIGTERM');
+    expect(coord.output()).not.toMatch(/out of sync/);
+
+    // Replay the run in this process from what the database says each peer computed.
+    const run = validateRunConfig(JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')).config);
+    const dataset = await openShardDataset(data);
+    const db = new Database(join(runDir, 'run.db'), { readonly: true });
+    const slots = new Map((db.prepare('SELECT id, slot FROM peers').all() as Array<{ id: string; slot: number }>).map((p) => [p.id, p.slot]));
+    const rows = db.prepare('SELECT round, peer, samples FROM contributions ORDER BY round, peer').all() as Array<{ round: number; peer: string; samples: number }>;
+    db.close();
+    const rounds = [...new Set(rows.map((r) => r.round))];
+    expect(rounds).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(Math.max(...rounds.map((r) => rows.filter((x) => x.round === r).length))).toBe(3); // all three took part
+    const trainer = new Trainer(run.model, run.train);
+    const spec = { B: run.train.microBatchSize, T: run.train.seqLen, objective: run.model.objective };
+    for (const r of rounds) {
+      const batches = rows
+        .filter((x) => x.round === r)
+        .flatMap((x) => Array.from({ length: x.samples / run.train.microBatchSize }, (_, k) => samplePackedBatch(dataset.train, spec, mixSeed(run.train.seed, r, slots.get(x.peer)!, 0, k))));
+      await trainer.trainStep(batches);
+    }
+    const mine = await trainer.exportParams();
+    const theirs = loadCheckpoint(join(runDir, 'checkpoint.ptck'));
+    expect(theirs.step).toBe(6);
+    let worst = 0;
+    for (let i = 0; i < mine.length; i++) worst = Math.max(worst, Math.abs(mine[i] - theirs.params[i]));
+    expect(worst).toBeLessThan(1e-4);
+    trainer.dispose();
+    void sliceFlat;
+    void tf;
+  });
+});
+
+describe('churn', () => {
+  it('survivors lose no round when a peer dies; a newcomer contributes within a round; a restarted coordinator continues', async () => {
+    const runDir = join(dir, 'churn');
+    let coord = startProc(coordinatorArgs(runDir));
+    let info = await waitForJoin(runDir, coord);
+    const nodes = [0, 1, 2].map(() => startNode(info));
+    const ctx = () => coord.output();
+    await waitFor('3 peers in a round', async () => (await status(info.url))?.history.some((h) => h.participants === 3), 90_000, ctx);
+    const before = (await status(info.url))!;
+    const victim = before.peers.find((p) => nodes[2].output().includes(p.id.slice(-6)))!;
+    nodes[2].child.kill('SIGKILL');
+    const killedAt = before.round;
+    await waitFor("3 rounds after the kill", async () => ((await status(info.url))?.round ?? 0) >= killedAt + 3, 90_000, () => coord.output() + nodes[0].output());
+    // A newcomer: syncs, then contributes from the round it synced at.
+    const newcomer = startNode(info);
+    const joinedAt = Number(
+      (await waitFor('the newcomer to sync', () => /joined run \w+ \(slot \d+\) at round (\d+)/.exec(newcomer.output())?.[1], 90_000, () => newcomer.output())),
+    );
+    await waitFor('the newcomer to contribute', () => /\] round \d+ \| loss/.test(newcomer.output()), 60_000, () => newcomer.output());
+    const firstRound = Number(/\] round (\d+) \| loss/.exec(newcomer.output())![1]);
+    expect(firstRound).toBeLessThanOrEqual(joinedAt + 1);
+
+    // Every round after the kill has both survivors in it: they lost no round.
+    const s = (await status(info.url))!;
+    const db = new Database(join(runDir, 'run.db'), { readonly: true });
+    const survivors = s.peers.filter((p) => p.id !== victim.id && [nodes[0], nodes[1]].some((n) => n.output().includes(p.id.slice(-6)))).map((p) => p.id);
+    expect(survivors).toHaveLength(2);
+    for (let r = killedAt + 1; r < s.round; r++) {
+      const who = (db.prepare('SELECT peer FROM contributions WHERE round = ?').all(r) as Array<{ peer: string }>).map((x) => x.peer);
+      expect(who).toEqual(expect.arrayContaining(survivors));
+      expect(who).not.toContain(victim.id);
+    }
+    db.close();
+
+    // Coordinator restart: SIGTERM checkpoints; the same run dir resumes; peers reconnect; rounds continue.
+    coord.child.kill('SIGTERM');
+    await coord.exited;
+    const stoppedAt = loadCheckpoint(join(runDir, 'checkpoint.ptck')).dataPosition.round as number;
+    coord = startProc(['coordinator', '--run-dir', runDir]);
+    info = await waitForJoin(runDir, coord);
+    await waitFor('rounds after the restart', async () => ((await status(info.url))?.round ?? 0) >= stoppedAt + 3, 120_000, () => coord.output());
+    const after = (await status(info.url))!;
+    const rounds = after.history.map((h) => h.round);
+    expect(rounds).toEqual(Array.from({ length: rounds.length }, (_, i) => i)); // no gap, no repeat
+    expect(after.peers.length).toBeGreaterThanOrEqual(2);
+    expect(coord.output()).toMatch(new RegExp(`resumed from .* at round ${stoppedAt}`));
+    for (const n of [...nodes, newcomer]) n.child.kill('SIGTERM');
+    coord.child.kill('SIGTERM');
+  }, 600_000);
+});
+
+describe('admission', () => {
+  it('a node without the join token is refused and says so', async () => {
+    const runDir = join(dir, 'token');
+    const coord = startProc(coordinatorArgs(runDir));
+    const info = await waitForJoin(runDir, coord);
+    const bad = startNode({ ...info, token: 'not-the-token' });
+    expect(await bad.exited).toBe(1);
+    expect(bad.output()).toMatch(/peertrain node: the coordinator refused to admit us: wrong join token/);
+    expect((await status(info.url))!.rejected.token).toBe(1);
+    coord.child.kill('SIGTERM');
+    void writeFileSync;
+  });
+});
