@@ -90,6 +90,8 @@ export class Coordinator {
   private readonly abort = new AbortController();
   private roundAbort?: AbortController;
   private currentParticipants: string[] = [];
+  /** Participants named as the cause when the round in flight was abandoned. */
+  private readonly failedPeers = new Set<string>();
   private loop?: Promise<void>;
   private wake?: () => void;
   private lastEvalRound = -1;
@@ -276,7 +278,14 @@ export class Coordinator {
     const m = this.members.get(peer);
     if (!m) return;
     // Closing a connection does not end membership (it may reconnect), but it cannot finish this round.
-    if (this.currentParticipants.includes(peer)) this.roundAbort?.abort(new Error(`participant ${peer.slice(-8)} disconnected`));
+    this.failParticipant(peer, 'disconnected');
+  }
+
+  /** Abandons the round in flight when `peer` takes part in it (and only then), naming it as the cause. */
+  private failParticipant(peer: string, why: string): void {
+    if (!this.currentParticipants.includes(peer)) return;
+    this.failedPeers.add(peer);
+    this.roundAbort?.abort(new Error(`participant ${peer.slice(-8)} ${why}`));
   }
 
   private isConnected(peer: string): boolean {
@@ -293,7 +302,7 @@ export class Coordinator {
       this.d.log.warn(`banning ${from.slice(-8)} after ${m.rejections} rejected messages`);
       this.d.store.banPeer(from);
       this.members.delete(from);
-      this.roundAbort?.abort(new Error(`participant ${from.slice(-8)} was banned`));
+      this.failParticipant(from, 'was banned');
       for (const c of this.d.libp2p.getConnections()) if (c.remotePeer.toString() === from) void c.close().catch(() => {});
     }
   }
@@ -320,7 +329,7 @@ export class Coordinator {
       case 'leave':
         this.members.delete(from);
         this.events.dispatchEvent(new CustomEvent('peer:left', { detail: from }));
-        if (this.currentParticipants.includes(from)) this.roundAbort?.abort(new Error(`participant ${from.slice(-8)} left`));
+        this.failParticipant(from, 'left');
         break;
       default:
         this.reject('structure', from, `unexpected ${r.msg.type} on ${TOPIC_PEERS}`);
@@ -385,9 +394,10 @@ export class Coordinator {
           await this.finishRound(participants, micro, avg);
           break;
         }
-        // Retry without the peers that failed: disconnected ones, else the owners of missing chunks.
+        // Retry without the peers that failed: those that left, were banned or disconnected, else the owners of
+        // the chunks that never arrived.
         const gathered = new Set(this.allreduce.gatheredChunks(this.round, attempt, ids));
-        let failed = participants.filter((m) => !this.isConnected(m.id) || !this.members.has(m.id));
+        let failed = participants.filter((m) => this.failedPeers.has(m.id) || !this.isConnected(m.id) || !this.members.has(m.id));
         if (failed.length === 0) failed = participants.filter((_, j) => !gathered.has(j));
         if (failed.length === 0) failed = participants; // nothing arrived at all: start over with whoever is ready
         for (const m of failed) m.syncedRound = -1;
@@ -400,6 +410,7 @@ export class Coordinator {
   private async runAttempt(attempt: number, participants: string[], micro: number[]): Promise<Float32Array | undefined> {
     const round = this.round;
     this.currentParticipants = participants;
+    this.failedPeers.clear();
     this.participantsOf.set(round, participants.length);
     this.participantsOf.delete(round - 16);
     this.doneLosses.delete(round); // reports of an earlier, failed attempt do not count

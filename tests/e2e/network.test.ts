@@ -147,3 +147,80 @@ describe('admission', () => {
     void writeFileSync;
   });
 });
+
+describe('bad input from a peer', () => {
+  it('garbage, wrong-run, NaN, oversized and replayed messages are rejected and counted; the sender is banned; the run goes on', async () => {
+    const { createPeertrainLibp2p } = await import('../../node/p2p/create-libp2p.ts');
+    const { multiaddr } = await import('@multiformats/multiaddr');
+    const { lpStream } = await import('@libp2p/utils');
+    const { framed } = await import('../../peer/framed.ts');
+    const P = await import('../../protocol/index.ts');
+    const runDir = join(dir, 'rogue');
+    const coord = startProc(coordinatorArgs(runDir));
+    const info = await waitForJoin(runDir, coord);
+    const honest = startNode(info);
+    await waitFor('a first round', async () => ((await status(info.url))?.round ?? 0) >= 2, 90_000, () => coord.output());
+
+    const rogue = await createPeertrainLibp2p({ listen: ['/ip4/127.0.0.1/tcp/0'] });
+    const me = rogue.peerId.toString();
+    const conn = await rogue.dial(multiaddr(info.multiaddrs[0]));
+    const coordinatorId = conn.remotePeer;
+    const js = framed(await rogue.dialProtocol(coordinatorId, P.JOIN_PROTOCOL), () => ({}));
+    await js.write({ v: P.PROTOCOL_VERSION, type: 'join', token: info.token, kind: 'node', backend: 'cpu', tokensPerSec: 1, sender: me });
+    const welcome = await js.read();
+    expect(welcome?.ok && welcome.msg.type).toBe('welcome');
+    const w = welcome!.ok && welcome!.msg.type === 'welcome' ? welcome!.msg : undefined;
+    const run = { v: P.PROTOCOL_VERSION, runId: w!.runId, configHash: w!.configHash, sender: me, ts: Date.now() };
+    rogue.services.pubsub.subscribe(P.TOPIC_PEERS);
+    await new Promise((r) => setTimeout(r, 1500)); // let the subscription propagate
+    const gossip = (bytes: Uint8Array) => rogue.services.pubsub.publish(P.TOPIC_PEERS, bytes).catch(() => {});
+    await gossip(new Uint8Array([0xc1, 1, 2, 3]));
+    await gossip(P.encodeMessage({ ...run, runId: 'some-other-run', type: 'heartbeat', round: 0, step: 0, tokensPerSec: 1, kind: 'node', backend: 'cpu', addrs: [] }));
+    await gossip(P.encodeMessage({ ...run, type: 'done', round: 1, attempt: 0, paramHash: '00000000', loss: Number.NaN, samples: 1 }));
+    const now = (await status(info.url))!.round;
+    const part = (over: Record<string, unknown>) =>
+      P.encodeMessage({ ...run, type: 'part', round: now + 1, attempt: 0, phase: 'reduce', chunk: 0, offset: 0, total: 4, weight: 1, values: new Float32Array(4), ...over } as never);
+    const frames = [part({ round: 0 }), part({ values: new Float32Array([Number.NaN, 0, 0, 0]) }), part({ values: new Float32Array([1e30, 0, 0, 0]) })];
+    // Until the coordinator has had enough and bans us (it then hangs up, and dialling fails).
+    const big = await rogue.dialProtocol(coordinatorId, P.ALLREDUCE_PROTOCOL);
+    await lpStream(big, { maxDataLength: 1 << 30 }).write(new Uint8Array(3 * 1024 * 1024)).catch(() => {});
+    let sent = 0;
+    try {
+      for (let i = 0; i < 10; i++) {
+        for (const f of frames) {
+          const s = await rogue.dialProtocol(coordinatorId, P.ALLREDUCE_PROTOCOL);
+          await lpStream(s).write(f);
+          await s.close().catch(() => {});
+          sent++;
+        }
+      }
+    } catch {
+      // banned: the coordinator closed the connection
+    }
+    expect(sent).toBeGreaterThan(3);
+    let lastRejected = '';
+    const s = await waitFor('rejections to be counted', async () => {
+      const st = await status(info.url);
+      lastRejected = JSON.stringify(st?.rejected);
+      return st && ['malformed', 'run', 'nonfinite', 'stale', 'norm', 'size'].every((k) => (st.rejected[k] ?? 0) > 0) ? st : undefined;
+    }, 30_000, () => `${coord.output()}\n${lastRejected}`);
+    expect(Object.values(s.rejected).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(20);
+    // Banned: no longer a member, and a new join is refused.
+    await waitFor('the ban', async () => !(await status(info.url))?.peers.some((p) => p.id === me), 30_000);
+    const again = framed(await rogue.dialProtocol(coordinatorId, P.JOIN_PROTOCOL).catch(async () => {
+      await rogue.dial(multiaddr(info.multiaddrs[0]));
+      return rogue.dialProtocol(coordinatorId, P.JOIN_PROTOCOL);
+    }), () => ({}));
+    await again.write({ v: P.PROTOCOL_VERSION, type: 'join', token: info.token, kind: 'node', backend: 'cpu', tokensPerSec: 1, sender: me });
+    const refusal = await again.read();
+    expect(refusal?.ok && refusal.msg.type === 'refused' && refusal.msg.reason).toBe('banned from this run');
+    // The run goes on with the honest peer, which never had to resync.
+    const at = (await status(info.url))!.round;
+    await waitFor('more rounds', async () => ((await status(info.url))?.round ?? 0) >= at + 3, 60_000, () => coord.output());
+    expect(coord.output()).not.toMatch(/out of sync|failed; retrying/);
+    expect(honest.output()).not.toMatch(/resync/);
+    await rogue.stop();
+    honest.child.kill('SIGTERM');
+    coord.child.kill('SIGTERM');
+  }, 300_000);
+});
