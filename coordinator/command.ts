@@ -149,6 +149,7 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
 
   if (flags.rounds !== undefined) {
     await coordinator.finished();
+    await coordinator.settle(5_000);
     const valLoss = await coordinator.evaluate(coordinator.round - 1);
     const sample = await coordinator.sample(200);
     console.error(`done: ${coordinator.round} rounds, validation loss ${valLoss.toFixed(4)}`);

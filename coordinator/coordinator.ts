@@ -152,6 +152,11 @@ export class Coordinator {
     this.trainer.dispose();
   }
 
+  /** Waits (up to `ms`) for the participants' loss reports of the rounds already finished. */
+  async settle(ms: number): Promise<void> {
+    for (const start = Date.now(); this.participantsOf.size > 0 && Date.now() - start < ms; ) await new Promise((r) => setTimeout(r, 50));
+  }
+
   /** Resolves when the loop has finished (maxRounds reached or stopped). */
   finished(): Promise<void> {
     return this.loop ?? Promise.resolve();
