@@ -243,9 +243,9 @@ export class Coordinator {
 
   private async onJoin(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer.toString();
-    const io = framed(stream, () => ({ from }));
+    const io = framed(stream, () => ({ from }), AbortSignal.timeout(10_000));
     try {
-      const r = await io.read(AbortSignal.timeout(10_000));
+      const r = await io.read();
       if (!r) return;
       const refuse = async (reason: string) => {
         await io.write({ v: PROTOCOL_VERSION, type: 'refused', reason });

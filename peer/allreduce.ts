@@ -14,7 +14,7 @@
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ALLREDUCE_PROTOCOL, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../protocol/index.ts';
-import { framed } from './framed.ts';
+import { fanOut, framed } from './framed.ts';
 import type { Libp2pLike, Logger } from './types.ts';
 
 /** Thrown when a round's averaging is abandoned (deadline or shutdown). */
@@ -119,11 +119,11 @@ export class AllReduce {
 
   private async onStream(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer.toString();
-    const io = framed(stream, () => this.ctx(from));
+    const io = framed(stream, () => this.ctx(from), AbortSignal.timeout(120_000));
     try {
       await this.admittedSoon(from, ADMISSION_GRACE_MS);
       for (;;) {
-        const r = await io.read(AbortSignal.timeout(60_000));
+        const r = await io.read();
         if (!r) break;
         if (!r.ok) {
           this.o.onReject(r.reason, from, r.detail);
@@ -178,10 +178,10 @@ export class AllReduce {
 
   private async send(to: string, parts: TensorPart[], signal: AbortSignal): Promise<void> {
     const stream = await this.dial(to, signal);
-    const io = framed(stream, () => this.ctx(to));
+    const io = framed(stream, () => this.ctx(to), signal);
     try {
       for (const p of parts) {
-        await io.write(p, signal);
+        await io.write(p);
         this.bytesSent += p.values.byteLength;
       }
       await io.close();
@@ -238,10 +238,11 @@ export class AllReduce {
     // Sends run in the background; a failure there shows up as a chunk that never completes (and, on the
     // owner's side, as a round the coordinator retries), so it is logged here, never left unhandled.
     const background = (p: Promise<void>, what: string) => p.catch((err) => this.o.log.debug(`${what}: ${(err as Error).message}`));
+    const child = fanOut(signal);
     const sends = participants.map((owner, j) => {
       if (j === mine) return Promise.resolve();
       const { start, end } = chunkBounds(this.o.size, P, j);
-      return background(this.send(owner, this.parts(round, attempt, 'reduce', j, values.subarray(start, end), weight), signal), `reduce to ${owner.slice(-8)}`);
+      return background(this.send(owner, this.parts(round, attempt, 'reduce', j, values.subarray(start, end), weight), child()), `reduce to ${owner.slice(-8)}`);
     });
     const own = chunkBounds(this.o.size, P, mine);
     const ownLen = own.end - own.start;
@@ -262,7 +263,7 @@ export class AllReduce {
     result.set(mean, own.start);
     // Gather: our averaged chunk to everyone else and to the observers.
     const gathers = [...others, ...observers.filter((o) => o !== this.me && !participants.includes(o))].map((to) =>
-      background(this.send(to, this.parts(round, attempt, 'gather', mine, mean, total), signal), `gather to ${to.slice(-8)}`),
+      background(this.send(to, this.parts(round, attempt, 'gather', mine, mean, total), child()), `gather to ${to.slice(-8)}`),
     );
     await this.wait(
       s,

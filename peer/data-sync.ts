@@ -44,9 +44,9 @@ export async function serveData(
   const known = new Set(source.manifest.shards.map((s) => s.file));
   await libp2p.handle(DATA_PROTOCOL, async (stream: Stream, connection: Connection) => {
     const from = connection.remotePeer.toString();
-    const io = framed(stream, (): ValidationContext => ({ ...ids, from, isAdmitted }));
+    const io = framed(stream, (): ValidationContext => ({ ...ids, from, isAdmitted }), AbortSignal.timeout(300_000));
     try {
-      const req = await io.read(AbortSignal.timeout(10_000));
+      const req = await io.read();
       if (!req) return;
       if (!req.ok || req.msg.type !== 'data-request') {
         onReject(req.ok ? 'structure' : req.reason, from, req.ok ? `expected a data request, got ${req.msg.type}` : req.detail);
@@ -76,13 +76,13 @@ export async function fetchShard(libp2p: Libp2pLike, ids: RunIds, from: string, 
   const entry = manifest.shards.find((s) => s.file === file);
   if (!entry) throw new DataSyncError(`shard ${file} is not in the run's manifest`);
   const stream = await libp2p.dialProtocol(peerIdFromString(from), DATA_PROTOCOL, { signal });
-  const io = framed(stream, (): ValidationContext => ({ ...ids, from }));
+  const io = framed(stream, (): ValidationContext => ({ ...ids, from }), signal);
   try {
-    await io.write({ v: PROTOCOL_VERSION, type: 'data-request', runId: ids.runId, configHash: ids.configHash, sender: libp2p.peerId.toString(), ts: Date.now(), file }, signal);
+    await io.write({ v: PROTOCOL_VERSION, type: 'data-request', runId: ids.runId, configHash: ids.configHash, sender: libp2p.peerId.toString(), ts: Date.now(), file });
     const out = new Uint8Array(entry.bytes);
     let filled = 0;
     while (filled < entry.bytes) {
-      const r = await io.read(signal);
+      const r = await io.read();
       if (!r) throw new DataSyncError(`shard ${file}: stream ended after ${filled} of ${entry.bytes} bytes`);
       if (!r.ok) throw new DataSyncError(`shard ${file}: ${r.reason}: ${r.detail}`);
       const p = r.msg;

@@ -130,9 +130,9 @@ export class PeerRuntime {
     const conn = (await this.o.libp2p.dial(this.o.coordinatorAddrs, { signal })) as { remotePeer: { toString(): string } };
     const coordinator = conn.remotePeer.toString();
     const stream = await this.o.libp2p.dialProtocol(peerIdFromString(coordinator), JOIN_PROTOCOL, { signal });
-    const io = framed(stream, () => ({ from: coordinator }));
-    await io.write({ v: PROTOCOL_VERSION, type: 'join', token: this.o.token, kind: this.o.kind, backend: this.o.backend, tokensPerSec: this.tokensPerSec, sender: this.peerId }, signal);
-    const r = await io.read(signal);
+    const io = framed(stream, () => ({ from: coordinator }), signal);
+    await io.write({ v: PROTOCOL_VERSION, type: 'join', token: this.o.token, kind: this.o.kind, backend: this.o.backend, tokensPerSec: this.tokensPerSec, sender: this.peerId });
+    const r = await io.read();
     await io.close().catch(() => {});
     if (!r) throw new JoinRefusedError('the coordinator closed the join stream without an answer');
     if (!r.ok) throw new JoinRefusedError(`the coordinator's answer was rejected (${r.reason}: ${r.detail})`);

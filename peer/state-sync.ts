@@ -42,9 +42,9 @@ export async function serveState(
   const me = libp2p.peerId.toString();
   await libp2p.handle(STATE_PROTOCOL, async (stream: Stream, connection: Connection) => {
     const from = connection.remotePeer.toString();
-    const io = framed(stream, (): ValidationContext => ({ ...ids, from, isAdmitted }));
+    const io = framed(stream, (): ValidationContext => ({ ...ids, from, isAdmitted }), AbortSignal.timeout(300_000));
     try {
-      const req = await io.read(AbortSignal.timeout(10_000));
+      const req = await io.read();
       if (!req) return;
       if (!req.ok || req.msg.type !== 'state-request') {
         onReject(req.ok ? 'structure' : req.reason, from, req.ok ? `expected a state request, got ${req.msg.type}` : req.detail);
@@ -71,16 +71,16 @@ export async function serveState(
 export async function fetchState(libp2p: Libp2pLike, ids: RunIds, from: string, signal: AbortSignal): Promise<RunState> {
   const stream = await libp2p.dialProtocol(peerIdFromString(from), STATE_PROTOCOL, { signal });
   // Parts of the served round are fresh whatever round we are at: no round check here.
-  const io = framed(stream, (): ValidationContext => ({ ...ids, from }));
+  const io = framed(stream, (): ValidationContext => ({ ...ids, from }), signal);
   try {
-    await io.write({ v: PROTOCOL_VERSION, type: 'state-request', runId: ids.runId, configHash: ids.configHash, sender: libp2p.peerId.toString(), ts: Date.now() }, signal);
-    const head = await io.read(signal);
+    await io.write({ v: PROTOCOL_VERSION, type: 'state-request', runId: ids.runId, configHash: ids.configHash, sender: libp2p.peerId.toString(), ts: Date.now() });
+    const head = await io.read();
     if (!head?.ok || head.msg.type !== 'state') throw new StateSyncError(`state sync from ${from}: ${head ? (head.ok ? `unexpected ${head.msg.type}` : `${head.reason}: ${head.detail}`) : 'no header'}`);
     const h = head.msg;
     const arrays = [new Float32Array(h.params), new Float32Array(h.optimizer)];
     const filled = [0, 0];
     while (filled[0] < h.params || filled[1] < h.optimizer) {
-      const r = await io.read(signal);
+      const r = await io.read();
       if (!r) throw new StateSyncError(`state sync from ${from}: stream ended after ${filled[0] + filled[1]} of ${h.params + h.optimizer} values`);
       if (!r.ok) throw new StateSyncError(`state sync from ${from}: ${r.reason}: ${r.detail}`);
       const p = r.msg;
