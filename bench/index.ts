@@ -124,6 +124,44 @@ function quality(): Record<string, unknown> {
 }
 const qualityResult = process.env.PEERTRAIN_BENCH_SKIP_QUALITY === '1' ? 'skipped' : quality();
 
+/**
+ * The network: averaging round time and wire bytes per peer (streams vs gossip) at 2, 4 and 8 peers for 1M
+ * and 10M parameters; bytes per token trained in sync vs DiLoCo; and 4 peers vs 1 at equal tokens.
+ */
+function network(): Record<string, unknown> {
+  const averaging: Record<string, unknown>[] = [];
+  for (const size of [1_000_000, 10_000_000]) {
+    for (const peers of [2, 4, 8]) {
+      for (const method of ['streams', 'gossip']) {
+        // Gossip at 10M x 8 peers moves ~1.7 GB per peer per round here (40x the payload): left out.
+        if (method === 'gossip' && size > 1_000_000 && peers > 4) {
+          averaging.push({ method, peers, params: size, skipped: 'over 1 GB per peer per round (see the 1M row: ~40x the payload)' });
+          continue;
+        }
+        process.stderr.write(`bench: averaging ${method} ${peers} peers ${size / 1e6}M params\n`);
+        averaging.push(run(process.execPath, ['bin/run-ts.js', 'bench/averaging.ts', '--peers', String(peers), '--size', String(size), '--method', method, '--rounds', quick ? '1' : '3'], 900_000));
+      }
+    }
+  }
+  // Bytes per token: a round moves (measured) wire bytes per peer; sync averages every batch of
+  // 16 x 128 tokens, DiLoCo every H = 10 of them.
+  const tinyParams = 820_736;
+  const at4 = averaging.find((a) => a.method === 'streams' && a.peers === 4 && a.params === 1_000_000) as { bytesPerPeerPerRound?: number } | undefined;
+  const perPeer = at4?.bytesPerPeerPerRound ? (at4.bytesPerPeerPerRound * tinyParams) / 1_000_000 : undefined;
+  const tokensPerRound = 16 * 128;
+  const bytesPerToken = perPeer ? { note: 'tiny (0.82M params), 4 peers, batch 16 x 128, streams; all peers\' wire bytes / tokens', sync: Math.round((perPeer * 4) / tokensPerRound), diloco_H10: Math.round((perPeer * 4) / (tokensPerRound * 10)) } : 'unavailable';
+  const rounds = quick ? 10 : 60;
+  const demo = (peers: number) => {
+    process.stderr.write(`bench: ${peers} peer(s) x ${rounds} rounds (sync, tiny, built-in corpus)\n`);
+    return run(process.execPath, ['bin/peertrain.js', 'demo', '--peers', String(peers), '--rounds', String(rounds), '--json', '--run-dir', join(mkdtempSync(join(tmpdir(), 'peertrain-bench-')), 'run')], 1_800_000);
+  };
+  const one = demo(1);
+  const four = demo(4);
+  const ratio = typeof one.valLoss === 'number' && typeof four.valLoss === 'number' ? Number((four.valLoss / one.valLoss).toFixed(4)) : null;
+  return { averaging, bytesPerToken, equalTokens: { rounds, tokensPerRound, onePeer: one, fourPeers: four, valLossRatio: ratio, target: 'within 2% (0.98 to 1.02)' } };
+}
+const networkResult = process.env.PEERTRAIN_BENCH_SKIP_NETWORK === '1' ? 'skipped' : network();
+
 console.log(
   JSON.stringify(
     {
@@ -132,6 +170,7 @@ console.log(
       note: 'tokensPerSec of one optimizer step (forward, backward, AdamW) on random tokens; pytorch is the same model, batch and optimizer (scripts/reference/torch_bench.py)',
       results,
       quality: qualityResult,
+      network: networkResult,
     },
     null,
     2,

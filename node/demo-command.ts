@@ -15,13 +15,14 @@ const FLAGS: Record<string, FlagSpec> = {
   rounds: { type: 'int', help: 'rounds to train', min: 1, default: 200 },
   mode: { type: 'string', help: 'averaging mode', choices: ['sync', 'diloco'], default: 'sync' },
   'run-dir': { type: 'string', help: 'coordinator run directory (default: a new runs/demo-<time>)' },
+  json: { type: 'boolean', help: 'print the coordinator\'s JSON summary line on stdout' },
   help: { type: 'boolean', help: 'show this help' },
 };
 
 const BIN = fileURLToPath(new URL('../bin/peertrain.js', import.meta.url));
 
-function prefixed(child: ChildProcess, tag: string): void {
-  for (const stream of [child.stdout, child.stderr]) {
+function prefixed(child: ChildProcess, tag: string, withStdout = true): void {
+  for (const stream of withStdout ? [child.stdout, child.stderr] : [child.stderr]) {
     let rest = '';
     stream?.on('data', (d: Buffer) => {
       const lines = (rest + d.toString()).split('\n');
@@ -49,9 +50,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
     killAll();
     process.exit(130);
   });
-  const coordinator = spawn(process.execPath, [BIN, 'coordinator', '--run-dir', runDir, '--http-port', '0', '--rounds', String(flags.rounds), '--mode', String(flags.mode)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const coordinatorArgs = ['coordinator', '--run-dir', runDir, '--http-port', '0', '--rounds', String(flags.rounds), '--mode', String(flags.mode), ...(flags.json ? ['--json'] : [])];
+  const coordinator = spawn(process.execPath, [BIN, ...coordinatorArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(coordinator);
-  prefixed(coordinator, '[coordinator]');
+  if (flags.json) coordinator.stdout?.on('data', (d: Buffer) => process.stdout.write(d));
+  prefixed(coordinator, '[coordinator]', !flags.json);
   const joinFile = join(runDir, 'join.json');
   for (let waited = 0; !existsSync(joinFile); waited += 200) {
     if (coordinator.exitCode !== null) throw new UsageError(`the coordinator exited with code ${coordinator.exitCode} before it was ready`);
