@@ -15,6 +15,7 @@ import { configHash, validateRunConfig, type RunConfig } from '../peer/run-confi
 import { systemClock, type Logger } from '../peer/types.ts';
 import { Coordinator } from './coordinator.ts';
 import { startHttpServer } from './http-server.ts';
+import { BROWSER_DIST, browserBuildStale, buildBrowser } from '../browser-client/build.ts';
 import { ensureDir, loadOrCreateKey, newRunId, newToken, paths, readRunInfo, writeJoinFile, writeRunInfo, type RunInfo } from './run-dir.ts';
 import { RunStore } from './run-store.ts';
 
@@ -121,7 +122,18 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
   const store = new RunStore(paths(runDir).db);
   const coordinator = new Coordinator({ libp2p, store, info, configHash: hash, data, runDir, log, clock: systemClock, maxRounds: flags.rounds as number | undefined });
   await coordinator.start();
-  const http = await startHttpServer({ host: String(flags.host), port: info.httpPort, status: () => coordinator.status() });
+  if (browserBuildStale()) {
+    log.info('building the browser client (dist/browser)');
+    await buildBrowser();
+  }
+  const wsAddrs = () => libp2p.getMultiaddrs().map((a) => a.toString()).filter((a) => a.includes('/ws'));
+  const http = await startHttpServer({
+    host: String(flags.host),
+    port: info.httpPort,
+    status: () => coordinator.status(),
+    joinInfo: () => ({ multiaddrs: wsAddrs(), token: info!.token }),
+    staticDir: BROWSER_DIST,
+  });
   if (info.httpPort === 0) info = { ...info, httpPort: Number(new URL(http.url).port) };
   writeRunInfo(runDir, info);
   const multiaddrs = libp2p.getMultiaddrs().map((a) => a.toString());

@@ -4,12 +4,26 @@
  * threads and SIMD once the page is served from here.
  */
 import { createServer, type Server } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { extname, join, resolve, sep } from 'node:path';
 
 export interface HttpServerOptions {
   host: string;
   port: number;
   status: () => Record<string, unknown>;
+  /** What a browser needs to join: the WebSocket multiaddrs and the join token. */
+  joinInfo: () => { multiaddrs: string[]; token: string };
+  /** The built browser client (dist/browser). */
+  staticDir: string;
 }
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+  '.wasm': 'application/wasm',
+};
 
 const ISOLATION = {
   'Cross-Origin-Opener-Policy': 'same-origin',
@@ -35,13 +49,21 @@ export async function startHttpServer(o: HttpServerOptions): Promise<{ server: S
       res.writeHead(200, { ...ISOLATION, 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }).end(body);
       return;
     }
-    if (url.pathname === '/') {
-      res
-        .writeHead(200, { ...ISOLATION, 'Content-Type': 'text/html; charset=utf-8' })
-        .end('<!doctype html><title>peertrain</title><h1>peertrain coordinator</h1><p>The run\'s state: <a href="/api/status">/api/status</a>.</p>');
+    if (url.pathname === '/api/join') {
+      res.writeHead(200, { ...ISOLATION, 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }).end(JSON.stringify(o.joinInfo()));
       return;
     }
-    res.writeHead(404, { ...ISOLATION, 'Content-Type': 'text/plain' }).end('not found');
+    // Static files of the browser client, by exact path under its folder (no traversal out of it).
+    const root = resolve(o.staticDir);
+    const file = resolve(join(root, url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname)));
+    if (!file.startsWith(root + sep) || !TYPES[extname(file)]) {
+      res.writeHead(404, { ...ISOLATION, 'Content-Type': 'text/plain' }).end('not found');
+      return;
+    }
+    readFile(file).then(
+      (body) => res.writeHead(200, { ...ISOLATION, 'Content-Type': TYPES[extname(file)], 'Cache-Control': 'no-cache' }).end(body),
+      () => res.writeHead(404, { ...ISOLATION, 'Content-Type': 'text/plain' }).end('not found'),
+    );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -90,6 +90,8 @@ export class PeerRuntime {
   private connected = false;
   private reconnecting?: Promise<void>;
   roundsContributed = 0;
+  /** Tokens this peer computed in the rounds it contributed to. */
+  tokensContributed = 0;
 
   constructor(private readonly o: PeerOptions) {}
 
@@ -339,6 +341,10 @@ export class PeerRuntime {
     }
     const contribution = this.contribution;
     const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(a.deadlineMs), this.stopping.signal]);
+    // Connect to the other participants first: a browser cannot be dialled, so it must reach out, and the
+    // others then answer on these connections.
+    const connected = new Set(this.o.libp2p.getConnections().map((c) => c.remotePeer.toString()));
+    await Promise.allSettled(a.participants.filter((p) => p !== this.peerId && !connected.has(p)).map((p) => this.o.libp2p.dial(peerIdFromString(p) as never, { signal })));
     const avg = await this.allreduce!.run(a.round, a.attempt, a.participants, contribution.values, contribution.samples, [this.coordinator], signal);
     if (this.config!.mode === 'sync') {
       await this.replica!.apply(avg);
@@ -356,6 +362,7 @@ export class PeerRuntime {
     this.allreduce!.forgetBefore(this.round);
     this.contribution = undefined;
     this.roundsContributed++;
+    this.tokensContributed += contribution.samples * this.config!.train.seqLen;
     const seconds = Math.max(1e-3, (Date.now() - Math.max(started, this.lastRound - 1e9)) / 1000);
     this.tokensPerSec = (contribution.samples * this.config!.train.seqLen) / seconds;
     this.lastRound = Date.now();

