@@ -84,7 +84,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     makeReplica: async (config: RunConfig) => {
       return groupReplica(await ReplicaGroup.start({ workers, backend: probe.name, model: config.model, train: config.train }));
     },
-    onProgress: (p) => log.info(`round ${p.round} | loss ${p.loss.toFixed(4)} | ${p.tokensPerSec >= 1000 ? `${(p.tokensPerSec / 1000).toFixed(1)}k` : p.tokensPerSec.toFixed(0)} tok/s | ${p.peers} peer${p.peers > 1 ? 's' : ''} in the round`),
+    onProgress: (p) => log.info(`round ${p.round} | loss ${p.loss.toFixed(4)} | ${p.tokensPerSec >= 1000 ? `${(p.tokensPerSec / 1000).toFixed(1)}k` : p.tokensPerSec.toFixed(0)} tok/s | ${p.peers} peer${p.peers > 1 ? 's' : ''} in the round | params ${p.paramHash}`),
   });
 
   let stopping = false;

@@ -49,6 +49,8 @@ export interface PeerProgress {
   loss: number;
   tokensPerSec: number;
   peers: number;
+  /** Hash of our parameters after the round (equal on every peer of the run). */
+  paramHash: string;
 }
 
 export interface PeerOptions {
@@ -367,6 +369,6 @@ export class PeerRuntime {
     this.tokensPerSec = (contribution.samples * this.config!.train.seqLen) / seconds;
     this.lastRound = Date.now();
     await this.publish({ ...this.scoped(), type: 'done', round: a.round, attempt: a.attempt, paramHash: this.paramHash, loss: contribution.loss, samples: contribution.samples });
-    this.o.onProgress?.({ round: a.round, loss: contribution.loss, tokensPerSec: this.tokensPerSec, peers: a.participants.length });
+    this.o.onProgress?.({ round: a.round, loss: contribution.loss, tokensPerSec: this.tokensPerSec, peers: a.participants.length, paramHash: this.paramHash });
   }
 }

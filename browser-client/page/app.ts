@@ -37,9 +37,10 @@ interface WorkerStatus {
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const fmt = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(0));
 
-/** What the page knows of its own peer; tests read it (window.peertrain). */
-const me: { worker?: Worker; status: WorkerStatus; paused: boolean; log: string[]; backend: string } = {
+/** What the page knows of its own peer; tests read it (window.peertrain). `hashes`: round → parameter hash. */
+const me: { worker?: Worker; status: WorkerStatus; paused: boolean; log: string[]; backend: string; hashes: Record<number, string> } = {
   status: { state: 'idle' },
+  hashes: {},
   paused: false,
   log: [],
   backend: new URLSearchParams(location.search).get('backend') ?? 'auto',
@@ -153,6 +154,7 @@ async function startWorker(): Promise<void> {
     // Counters add up across pauses (each resume is a new worker).
     me.status = { ...me.status, ...s, roundsContributed: kept.roundsContributed + (s.roundsContributed ?? 0), tokensContributed: kept.tokensContributed + (s.tokensContributed ?? 0) };
     if (s.message) log(s.message);
+    if (s.paramHash && s.round !== undefined) me.hashes[s.round] = s.paramHash;
     if (s.state === 'error' || s.state === 'stopped') {
       worker.terminate();
       if (me.worker === worker) me.worker = undefined;

@@ -13,7 +13,6 @@ import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
 import { gossipsub } from '@libp2p/gossipsub';
 import { multiaddr } from '@multiformats/multiaddr';
-import { hashFloats } from '../../engine/averaging.ts';
 import { GOSSIP_MAX_BYTES } from '../../protocol/index.ts';
 import { PeerRuntime } from '../../peer/peer.ts';
 import { trainerReplica } from '../../peer/trainer-replica.ts';
@@ -63,7 +62,6 @@ async function start(multiaddrs: string[], token: string, preferred: string): Pr
     },
   });
   stopLibp2p = async () => libp2p.stop();
-  let replica: ReturnType<typeof trainerReplica> | undefined;
   peer = new PeerRuntime({
     libp2p,
     pubsub: libp2p.services.pubsub as never,
@@ -73,22 +71,17 @@ async function start(multiaddrs: string[], token: string, preferred: string): Pr
     backend: backend.name,
     log,
     clock: { now: () => Date.now() },
-    makeReplica: async (config) => (replica = trainerReplica(config)),
-    onProgress: (p) => {
-      void (async () => {
-        // The hash of our parameters after the round: the e2e test compares it with a Node peer's.
-        const params = await replica!.trainer.exportParams();
-        post({
-          state: 'training',
-          round: p.round,
-          loss: p.loss,
-          tokensPerSec: p.tokensPerSec,
-          roundsContributed: peer?.roundsContributed,
-          tokensContributed: peer?.tokensContributed,
-          paramHash: hashFloats(params),
-        });
-      })();
-    },
+    makeReplica: async (config) => trainerReplica(config),
+    onProgress: (p) =>
+      post({
+        state: 'training',
+        round: p.round,
+        loss: p.loss,
+        tokensPerSec: p.tokensPerSec,
+        roundsContributed: peer?.roundsContributed,
+        tokensContributed: peer?.tokensContributed,
+        paramHash: p.paramHash,
+      }),
   });
   await peer.start();
   post({ state: 'joined', peerId: libp2p.peerId.toString(), backend: backend.name, backendDetail: backend.detail, round: peer.round, message: `joined at round ${peer.round}` });

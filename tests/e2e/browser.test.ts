@@ -23,6 +23,7 @@ const contexts: BrowserContext[] = [];
 interface PagePeer {
   status: { state: string; peerId?: string; backend?: string; round?: number; loss?: number; paramHash?: string; roundsContributed?: number };
   log: string[];
+  hashes: Record<number, string>;
 }
 
 const peerOf = (page: Page) => page.evaluate(() => (window as unknown as { peertrain: PagePeer }).peertrain) as Promise<PagePeer>;
@@ -39,7 +40,8 @@ describe.runIf(haveChromium)('a browser peer', () => {
     coord = startProc(['coordinator', '--run-dir', runDir, '--http-port', '0', '--data', data, '--config', config, '--batch', '8', '--micro-batch', '2', '--seq', '32']);
     info = await waitForJoin(runDir, coord);
     node = startNode(info);
-  }, 180_000);
+    await waitFor('the node to train', () => /\] round \d+ \| loss/.test(node.output()), 120_000, () => node.output());
+  }, 240_000);
 
   afterAll(async () => {
     for (const c of contexts) await c.close().catch(() => {});
@@ -61,11 +63,18 @@ describe.runIf(haveChromium)('a browser peer', () => {
     }, 120_000, () => coord.output());
     expect(joined.status.backend).toBe('wasm'); // no GPU here: WebGPU absent, software WebGL skipped
     const startRound = (await peerOf(page)).status.round ?? 0;
-    // 5 rounds with the browser in them.
-    const done = await waitFor('5 browser rounds', async () => {
+    // 5 rounds with the browser and the node in them.
+    const nodeHashes = () => new Map([...node.output().matchAll(/\] round (\d+) \| .* \| (\d+) peers in the round \| params ([0-9a-f]{8})/g)].map((m) => [Number(m[1]), { peers: Number(m[2]), hash: m[3] }]));
+    const shared = async () => {
       const p = await peerOf(page);
-      return (p.status.roundsContributed ?? 0) >= 5 ? p : undefined;
-    }, 240_000, () => coord.output() + node.output());
+      const n = nodeHashes();
+      return Object.keys(p.hashes).map(Number).filter((r) => n.get(r)?.peers === 2);
+    };
+    await waitFor('5 rounds shared by the browser and the node', async () => ((await shared()).length >= 5 ? true : undefined), 240_000, () => coord.output() + node.output());
+    const done = await peerOf(page);
+    // After each averaging the browser holds exactly the node's parameters.
+    const n = nodeHashes();
+    for (const r of await shared()) expect(done.hashes[r]).toBe(n.get(r)!.hash);
     const s = (await status(info.url))!;
     const browserRow = s.peers.find((p) => p.id === done.status.peerId)!;
     expect(browserRow.kind).toBe('browser');
