@@ -47,6 +47,18 @@ const me: { worker?: Worker; status: WorkerStatus; paused: boolean; log: string[
 };
 (window as unknown as { peertrain: typeof me }).peertrain = me;
 
+/** Runs the worker's backend self-test (a fixed model and batch) in a fresh worker; resolves with its report. */
+(window as unknown as { peertrainSelftest: (backend: string, fixture: unknown) => Promise<unknown> }).peertrainSelftest = (backend, fixture) =>
+  new Promise((resolve) => {
+    const w = new Worker('/worker.js', { type: 'module' });
+    w.onmessage = (e) => {
+      resolve(e.data);
+      w.terminate();
+    };
+    w.onerror = (e) => resolve({ error: e.message });
+    w.postMessage({ type: 'selftest', backend, fixture });
+  });
+
 function log(line: string): void {
   me.log.push(`${new Date().toLocaleTimeString()} ${line}`);
   if (me.log.length > 200) me.log.shift();

@@ -18,6 +18,8 @@ import { PeerRuntime } from '../../peer/peer.ts';
 import { trainerReplica } from '../../peer/trainer-replica.ts';
 import type { Logger } from '../../peer/types.ts';
 import { selectBrowserBackend } from './backend.ts';
+import { DEFAULT_TRAIN, validateModelConfig } from '../../engine/config.ts';
+import { Trainer } from '../../engine/trainer.ts';
 
 export interface WorkerStatus {
   type: 'status';
@@ -87,9 +89,26 @@ async function start(multiaddrs: string[], token: string, preferred: string): Pr
   post({ state: 'joined', peerId: libp2p.peerId.toString(), backend: backend.name, backendDetail: backend.detail, round: peer.round, message: `joined at round ${peer.round}` });
 }
 
+/**
+ * Backend self-test: the loss of a fixed model and batch (the golden fixture, computed by PyTorch) on the
+ * chosen backend, so a page or a test can check a backend before trusting it with a run.
+ */
+async function selftest(backend: string, f: { config: unknown; params: number[]; idx: number[][]; targets: number[][] }): Promise<void> {
+  const choice = await selectBrowserBackend(backend);
+  const model = validateModelConfig(f.config);
+  const trainer = new Trainer(model, DEFAULT_TRAIN, Float32Array.from(f.params));
+  const B = f.idx.length;
+  const T = f.idx[0].length;
+  const loss = await trainer.evalLoss([{ B, T, ids: Int32Array.from(f.idx.flat()), targets: Int32Array.from(f.targets.flat()) }]);
+  trainer.dispose();
+  (self as unknown as Worker).postMessage({ type: 'selftest', backend: choice.name, detail: choice.detail, skipped: choice.skipped, loss });
+}
+
 self.onmessage = (evt: MessageEvent) => {
-  const msg = evt.data as { type: string; multiaddrs?: string[]; token?: string; backend?: string; reason?: string };
-  if (msg.type === 'start' && !peer) {
+  const msg = evt.data as { type: string; multiaddrs?: string[]; token?: string; backend?: string; reason?: string; fixture?: never };
+  if (msg.type === 'selftest') {
+    selftest(msg.backend ?? 'auto', msg.fixture!).catch((err) => (self as unknown as Worker).postMessage({ type: 'selftest', error: `${(err as Error).name}: ${(err as Error).message}` }));
+  } else if (msg.type === 'start' && !peer) {
     start(msg.multiaddrs ?? [], msg.token ?? '', msg.backend ?? 'auto').catch((err) => post({ state: 'error', message: `${(err as Error).name}: ${(err as Error).message}` }));
   } else if (msg.type === 'stop') {
     void (async () => {

@@ -12,6 +12,7 @@ import { loadBrownText } from '../../node/data/builtin-corpus.ts';
 import { runCli, tempDir, writeText } from '../helpers/cli.ts';
 import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin, type JoinInfo, type Proc } from '../helpers/run.ts';
 import { CHROMIUM, launchBrowser } from '../helpers/browser.ts';
+import { loadGolden } from '../helpers/golden.ts';
 
 const haveChromium = existsSync(CHROMIUM);
 let dir: string;
@@ -98,4 +99,36 @@ describe.runIf(haveChromium)('a browser peer', () => {
     // Its connection is gone: the coordinator drops it once it has been silent a while.
     await waitFor('the tab to leave the peer list', async () => !(await status(info.url))?.peers.some((p) => p.id === done.status.peerId), 60_000);
   }, 480_000);
+
+  it('backends: WASM, WebGL and WebGPU (software adapter, --enable-unsafe-webgpu) give PyTorch\'s loss; without WebGPU the worker falls back', async () => {
+    const g = loadGolden('causal');
+    const order = (await import('../../engine/model.ts')).parameterSpecs(g.config);
+    const fixture = { config: g.config, params: order.flatMap((p) => g.params[p.name].data), idx: g.idx, targets: g.targets };
+    type Report = { backend?: string; loss?: number; error?: string; skipped?: Record<string, string> };
+    const selftest = (page: Page, backend: string) => page.evaluate(([b, f]) => (window as unknown as { peertrainSelftest: (b: string, f: unknown) => Promise<unknown> }).peertrainSelftest(b as string, f), [backend, fixture] as const) as Promise<Report>;
+
+    const gpu = await launchBrowser(['--enable-unsafe-webgpu']);
+    contexts.push(gpu);
+    const page = await gpu.newPage();
+    await page.goto(info.url);
+    for (const backend of ['wasm', 'webgl', 'webgpu']) {
+      const r = await selftest(page, backend);
+      expect(r.error, `${backend}: ${r.error}`).toBeUndefined();
+      expect(r.backend).toBe(backend);
+      // float32 on every backend, summed in different orders: well within 1e-4 relative of float64 PyTorch
+      expect(Math.abs(r.loss! - g.loss) / g.loss, backend).toBeLessThan(1e-4);
+    }
+    await gpu.close();
+
+    const plain = await launchBrowser();
+    contexts.push(plain);
+    const p2 = await plain.newPage();
+    await p2.goto(info.url);
+    const auto = await selftest(p2, 'auto');
+    expect(auto.backend).toBe('wasm');
+    expect(auto.skipped?.webgpu).toMatch(/no WebGPU|no WebGPU adapter|software/);
+    const forced = await selftest(p2, 'webgpu');
+    expect(forced.error).toMatch(/no backend could start \(webgpu: .*\); supported: webgpu, webgl, wasm, cpu/);
+    await plain.close();
+  }, 240_000);
 });
