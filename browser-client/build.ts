@@ -54,9 +54,23 @@ export async function buildBrowser(): Promise<void> {
   const wasmDir = join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
   for (const f of readdirSync(wasmDir).filter((f) => f.endsWith('.wasm'))) copyFileSync(join(wasmDir, f), join(tmp, 'wasm', f));
   writeFileSync(join(tmp, 'BUILD'), `${new Date().toISOString()}\n`);
-  rmSync(BROWSER_DIST, { recursive: true, force: true });
   mkdirSync(dirname(BROWSER_DIST), { recursive: true });
-  renameSync(tmp, BROWSER_DIST);
+  // Swap in atomically: the old build moves aside first. Two processes building at once (two coordinators
+  // starting together) both produce the same files: whichever lands last wins, the other's temp is removed.
+  const old = `${BROWSER_DIST}.old-${process.pid}`;
+  try {
+    renameSync(BROWSER_DIST, old);
+  } catch {
+    // no previous build
+  }
+  try {
+    renameSync(tmp, BROWSER_DIST);
+  } catch (err) {
+    if (browserBuildStale()) throw err;
+  } finally {
+    rmSync(old, { recursive: true, force: true });
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

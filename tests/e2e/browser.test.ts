@@ -92,12 +92,21 @@ describe.runIf(haveChromium)('a browser peer', () => {
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`dashboard screenshot: ${shot}`);
 
+    // Pause leaves the run cleanly; resuming rejoins (resyncing) and the tab's counter keeps adding up.
+    const counted = done.status.roundsContributed!;
+    await page.click('#pause');
+    await waitFor('the paused tab to leave the peer list', async () => !(await status(info.url))?.peers.some((p) => p.id === done.status.peerId), 60_000);
+    expect((await peerOf(page)).log.join('\n')).toMatch(/paused: by you/);
+    await page.click('#contribute');
+    await waitFor('contributions after resuming', async () => ((await peerOf(page)).status.roundsContributed ?? 0) >= counted + 2, 120_000, () => coord.output());
+
     // Closing the tab mid-round: the run goes on without it.
+    const resumed = (await peerOf(page)).status.peerId!;
     const before = (await status(info.url))!.round;
     await ctx.close();
     await waitFor('rounds after the tab closed', async () => ((await status(info.url))?.round ?? 0) >= before + 3, 120_000, () => coord.output());
     // Its connection is gone: the coordinator drops it once it has been silent a while.
-    await waitFor('the tab to leave the peer list', async () => !(await status(info.url))?.peers.some((p) => p.id === done.status.peerId), 60_000);
+    await waitFor('the tab to leave the peer list', async () => !(await status(info.url))?.peers.some((p) => p.id === resumed), 60_000);
   }, 480_000);
 
   it('backends: WASM, WebGL and WebGPU (software adapter, --enable-unsafe-webgpu) give PyTorch\'s loss; without WebGPU the worker falls back', async () => {
