@@ -7,7 +7,7 @@
  * two runs. PEERTRAIN_BENCH_QUICK=1 runs fewer steps, once (for a smoke check).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -162,6 +162,14 @@ function network(): Record<string, unknown> {
 }
 const networkResult = process.env.PEERTRAIN_BENCH_SKIP_NETWORK === '1' ? 'skipped' : network();
 
+/** The browser peer's speed (WASM, headless Chromium) against a Node peer's, training together here. */
+function browserSpeed(): Record<string, unknown> | string {
+  if (!existsSync(process.env.PEERTRAIN_CHROMIUM ?? '/usr/bin/chromium')) return 'chromium not installed';
+  process.stderr.write('bench: browser peer vs node peer\n');
+  return run(process.execPath, ['bin/run-ts.js', 'bench/browser.ts', '--rounds', quick ? '5' : '30'], 1_800_000);
+}
+const browserResult = process.env.PEERTRAIN_BENCH_SKIP_BROWSER === '1' ? 'skipped' : browserSpeed();
+
 console.log(
   JSON.stringify(
     {
@@ -171,6 +179,7 @@ console.log(
       results,
       quality: qualityResult,
       network: networkResult,
+      browser: browserResult,
     },
     null,
     2,
