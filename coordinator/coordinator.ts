@@ -23,7 +23,7 @@ import type { ShardDataset } from '../node/data/shard-dataset.ts';
 import { decodeMessage, encodeMessage, JOIN_PROTOCOL, PROTOCOL_VERSION, TOPIC_CONTROL, TOPIC_PEERS, type Message, type RejectReason } from '../protocol/index.ts';
 import { AllReduce, AllReduceAbortedError } from '../peer/allreduce.ts';
 import { framed } from '../peer/framed.ts';
-import { splitMicroBatches, type RunConfig } from '../peer/run-config.ts';
+import { assignShards, splitMicroBatches, type RunConfig } from '../peer/run-config.ts';
 import { serveState, type RunState } from '../peer/state-sync.ts';
 import type { Clock, Logger } from '../peer/types.ts';
 import { serveData } from '../peer/data-sync.ts';
@@ -268,10 +268,13 @@ export class Coordinator {
       const now = this.d.clock.now();
       const slot = row?.slot ?? this.d.store.nextSlot();
       this.d.store.upsertPeer({ id: from, kind: join.kind, backend: join.backend, tokensPerSec: join.tokensPerSec, slot, joinedAt: row?.joinedAt ?? now, lastSeen: now });
+      const others = [...this.members.values()].filter((m) => m.id !== from).map((m) => m.tokensPerSec);
+      const shards = assignShards(this.config.data.shards.filter((x) => x.split === 'train'), slot, join.tokensPerSec, others);
+      this.d.store.setShards(from, shards);
       this.members.set(from, { id: from, slot, kind: join.kind, backend: join.backend, tokensPerSec: join.tokensPerSec, lastSeen: now, syncedRound: -1, rejections: 0 });
-      await io.write({ v: PROTOCOL_VERSION, type: 'welcome', runId: this.d.info.runId, configHash: this.d.configHash, sender: this.me, ts: now, config: this.config as unknown as Record<string, unknown>, round: this.round, slot });
+      await io.write({ v: PROTOCOL_VERSION, type: 'welcome', runId: this.d.info.runId, configHash: this.d.configHash, sender: this.me, ts: now, config: this.config as unknown as Record<string, unknown>, round: this.round, slot, shards });
       await io.close();
-      this.d.log.info(`peer ${from.slice(-8)} joined (slot ${slot}, ${join.kind}, ${join.backend}, ${join.tokensPerSec.toFixed(0)} tok/s)`);
+      this.d.log.info(`peer ${from.slice(-8)} joined (slot ${slot}, ${join.kind}, ${join.backend}, ${join.tokensPerSec.toFixed(0)} tok/s, ${shards.length} shard(s))`);
       this.events.dispatchEvent(new CustomEvent('peer:joined', { detail: from }));
       this.wake?.();
     } catch (err) {
@@ -538,7 +541,7 @@ export class Coordinator {
       history: this.d.store.history().map((h) => ({ round: h.round, loss: h.loss, ...(h.valLoss !== null ? { valLoss: h.valLoss } : {}), participants: h.participants })),
       peers: rows
         .filter((r) => online.has(r.id))
-        .map((r) => ({ id: r.id, kind: r.kind, backend: r.backend, tokensPerSec: this.members.get(r.id)?.tokensPerSec ?? r.tokensPerSec, roundsContributed: r.roundsContributed, lastSeen: new Date(this.members.get(r.id)?.lastSeen ?? r.lastSeen).toISOString(), synced: this.members.get(r.id)?.syncedRound === this.round })),
+        .map((r) => ({ id: r.id, kind: r.kind, backend: r.backend, shards: r.shards ? (JSON.parse(r.shards) as string[]).length : 0, tokensPerSec: this.members.get(r.id)?.tokensPerSec ?? r.tokensPerSec, roundsContributed: r.roundsContributed, lastSeen: new Date(this.members.get(r.id)?.lastSeen ?? r.lastSeen).toISOString(), synced: this.members.get(r.id)?.syncedRound === this.round })),
       rejected: this.d.store.rejections(),
       lastEvalRound: this.lastEvalRound,
       multiaddrs: this.d.libp2p.getMultiaddrs().map((a) => a.toString()),

@@ -16,6 +16,8 @@ export interface PeerRow {
   joinedAt: number;
   lastSeen: number;
   banned: number;
+  /** JSON list of the training shards assigned to the peer. */
+  shards: string | null;
 }
 
 export interface HistoryRow {
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS peers (
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, backend TEXT NOT NULL, tokensPerSec REAL NOT NULL,
   roundsContributed INTEGER NOT NULL DEFAULT 0, slot INTEGER NOT NULL, joinedAt INTEGER NOT NULL,
-  lastSeen INTEGER NOT NULL, banned INTEGER NOT NULL DEFAULT 0);
+  lastSeen INTEGER NOT NULL, banned INTEGER NOT NULL DEFAULT 0, shards TEXT);
 CREATE TABLE IF NOT EXISTS contributions (
   round INTEGER NOT NULL, peer TEXT NOT NULL, samples INTEGER NOT NULL, loss REAL, at INTEGER NOT NULL,
   PRIMARY KEY (round, peer));
@@ -61,7 +63,11 @@ export class RunStore {
     this.db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
   }
 
-  upsertPeer(p: Omit<PeerRow, 'roundsContributed' | 'banned'>): PeerRow {
+  setShards(id: string, shards: string[]): void {
+    this.db.prepare('UPDATE peers SET shards = ? WHERE id = ?').run(JSON.stringify(shards), id);
+  }
+
+  upsertPeer(p: Omit<PeerRow, 'roundsContributed' | 'banned' | 'shards'>): PeerRow {
     this.db
       .prepare(
         `INSERT INTO peers (id, kind, backend, tokensPerSec, slot, joinedAt, lastSeen) VALUES (@id, @kind, @backend, @tokensPerSec, @slot, @joinedAt, @lastSeen)

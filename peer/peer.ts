@@ -73,6 +73,7 @@ export class PeerRuntime {
   private runId = '';
   private hash = '';
   private slot = 0;
+  private shards?: string[];
   private coordinator = '';
   private replica?: PeerReplica;
   private allreduce?: AllReduce;
@@ -156,6 +157,8 @@ export class PeerRuntime {
     this.runId = welcome.runId;
     this.hash = hash;
     this.slot = welcome.slot;
+    const shardsChanged = !this.shards || this.shards.join() !== welcome.shards.join();
+    this.shards = welcome.shards;
     this.coordinator = coordinator;
     this.admitted.add(coordinator);
     this.connected = true;
@@ -173,8 +176,8 @@ export class PeerRuntime {
         log: this.o.log,
       });
       await this.allreduce.start();
-      await this.fetchData(signal);
     }
+    if (shardsChanged) await this.fetchData(signal);
     await this.sync(signal);
     this.o.log.info(`joined run ${this.runId} (slot ${this.slot}) at round ${this.round}`);
   }
@@ -183,7 +186,7 @@ export class PeerRuntime {
     const m = this.config!.data;
     const ids = { runId: this.runId, configHash: this.hash };
     const parts: Int32Array[] = [];
-    for (const s of m.shards.filter((x) => x.split === 'train')) {
+    for (const s of m.shards.filter((x) => x.split === 'train' && this.shards!.includes(x.file))) {
       const bytes = await fetchShard(this.o.libp2p, ids, this.coordinator, m, s.file, signal);
       parts.push(decodeShard(bytes, m, s.file));
     }

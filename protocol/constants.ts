@@ -83,6 +83,9 @@ export const MAX_FUTURE_ROUNDS = 2;
 export const MAX_LISTEN_ADDRS = 16;
 export const MAX_ADDR_LENGTH = 256;
 
+/** Shards a welcome may assign. */
+export const MAX_SHARDS = 65_536;
+
 /** Bytes of a shard per data frame (bounded frames, like tensor parts). */
 export const MAX_DATA_BYTES = 1024 * 1024;
 

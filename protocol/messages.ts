@@ -66,6 +66,8 @@ export interface Welcome extends RunScoped {
   round: number;
   /** The slot the coordinator gave the peer in the run. */
   slot: number;
+  /** The training shards (manifest file names) this peer trains on, assigned in proportion to its speed. */
+  shards: string[];
 }
 
 /** The coordinator refuses a join (bad token, run full, incompatible backend); the reason is for humans. */

@@ -10,6 +10,7 @@ import {
   MAX_CONFIG_NODES,
   MAX_DATA_BYTES,
   MAX_LISTEN_ADDRS,
+  MAX_SHARDS,
   MAX_ADDR_LENGTH,
   MAX_FILE_NAME_LENGTH,
   MAX_FUTURE_ROUNDS,
@@ -203,6 +204,9 @@ const dataBytes: Check = (x, msg) => {
   return (msg.offset as number) + x.length <= (msg.total as number) ? undefined : 'offset + bytes.length exceeds total';
 };
 
+const shardList: Check = (x) =>
+  Array.isArray(x) && x.length >= 1 && x.length <= MAX_SHARDS && x.every((f) => fileName(f, {}) === undefined) ? undefined : `expected 1 to ${MAX_SHARDS} shard file names`;
+
 const jsonObject: Check = (x) => {
   const { error } = walkJson(x);
   return error && `config: ${error}`;
@@ -219,7 +223,7 @@ const run = { runId: str(1, MAX_ID_LENGTH), configHash: str(1, MAX_ID_LENGTH), s
 /** Every field a message may have; the type checks that each schema names exactly its interface's fields. */
 const SCHEMAS: { [T in MessageType]: Record<keyof Extract<Message, { type: T }>, Check> } = {
   join: { ...head, token: str(1, MAX_TOKEN_LENGTH), kind, backend, tokensPerSec: real(0), sender: peerId },
-  welcome: { ...head, ...run, config: jsonObject, round: count, slot: count },
+  welcome: { ...head, ...run, config: jsonObject, round: count, slot: count, shards: shardList },
   refused: { ...head, reason: str(0, MAX_REASON_LENGTH) },
   heartbeat: { ...head, ...run, round: count, step: count, tokensPerSec: real(0), kind, backend, addrs: listenAddrs },
   round: {

@@ -7,13 +7,12 @@
  *  - a node without the join token is refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import * as tf from '@tensorflow/tfjs-core';
-import { samplePackedBatch } from '../../engine/data/batches.ts';
+import { packedSequences, samplePackedBatch } from '../../engine/data/batches.ts';
+import { decodeShard } from '../../engine/data/shards.ts';
 import { mixSeed } from '../../engine/rng.ts';
-import { sliceFlat } from '../../engine/flat.ts';
 import { Trainer } from '../../engine/trainer.ts';
 import { loadCheckpoint } from '../../node/checkpoint-io.ts';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
@@ -32,7 +31,8 @@ beforeAll(async () => {
   const docs = loadBrownText().split('\n\n').slice(0, 60);
   const jsonl = writeText(dir, 'corpus.jsonl', docs.map((text) => JSON.stringify({ text })).join('\n'));
   data = join(dir, 'data');
-  expect((await runCli(['prepare', '--input', jsonl, '--tokenizer', 'char', '--seq-len', '33', '--out', data])).code).toBe(0);
+  // Small shards: peers are assigned different subsets in proportion to their speed.
+  expect((await runCli(['prepare', '--input', jsonl, '--tokenizer', 'char', '--seq-len', '33', '--shard-tokens', '32768', '--out', data])).code).toBe(0);
   // A small model keeps rounds short on 2 cores; the code path is the presets'.
   config = writeText(dir, 'run.json', JSON.stringify({ model: { nLayer: 2, nEmbd: 64, nHead: 4 }, evalEvery: 3, checkpointEvery: 3, roundTimeoutSec: 20 }));
   await useBackend('wasm');
@@ -57,7 +57,18 @@ describe('sync mode is exact', () => {
     const run = validateRunConfig(JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')).config);
     const dataset = await openShardDataset(data);
     const db = new Database(join(runDir, 'run.db'), { readonly: true });
-    const slots = new Map((db.prepare('SELECT id, slot FROM peers').all() as Array<{ id: string; slot: number }>).map((p) => [p.id, p.slot]));
+    const peerRows = db.prepare('SELECT id, slot, shards FROM peers').all() as Array<{ id: string; slot: number; shards: string }>;
+    const slots = new Map(peerRows.map((p) => [p.id, p.slot]));
+    // Each peer samples from the shards it was assigned, concatenated in manifest order.
+    const seqsOf = new Map<string, ReturnType<typeof packedSequences>>();
+    for (const p of peerRows) {
+      const mine = JSON.parse(p.shards) as string[];
+      const parts = await Promise.all(dataset.manifest.shards.filter((x) => x.split === 'train' && mine.includes(x.file)).map(async (x) => decodeShard(await dataset.readShard(x.file), dataset.manifest, x.file)));
+      const all = new Int32Array(parts.reduce((a, x) => a + x.length, 0));
+      parts.reduce((off, x) => (all.set(x, off), off + x.length), 0);
+      seqsOf.set(p.id, packedSequences(all, dataset.manifest.sequenceLength));
+    }
+    expect(new Set(peerRows.map((p) => p.shards)).size).toBeGreaterThan(1); // they did get different shards
     const rows = db.prepare('SELECT round, peer, samples FROM contributions ORDER BY round, peer').all() as Array<{ round: number; peer: string; samples: number }>;
     db.close();
     const rounds = [...new Set(rows.map((r) => r.round))];
@@ -68,7 +79,7 @@ describe('sync mode is exact', () => {
     for (const r of rounds) {
       const batches = rows
         .filter((x) => x.round === r)
-        .flatMap((x) => Array.from({ length: x.samples / run.train.microBatchSize }, (_, k) => samplePackedBatch(dataset.train, spec, mixSeed(run.train.seed, r, slots.get(x.peer)!, 0, k))));
+        .flatMap((x) => Array.from({ length: x.samples / run.train.microBatchSize }, (_, k) => samplePackedBatch(seqsOf.get(x.peer)!, spec, mixSeed(run.train.seed, r, slots.get(x.peer)!, 0, k))));
       await trainer.trainStep(batches);
     }
     const mine = await trainer.exportParams();
@@ -78,8 +89,6 @@ describe('sync mode is exact', () => {
     for (let i = 0; i < mine.length; i++) worst = Math.max(worst, Math.abs(mine[i] - theirs.params[i]));
     expect(worst).toBeLessThan(1e-4);
     trainer.dispose();
-    void sliceFlat;
-    void tf;
   });
 });
 
@@ -117,8 +126,9 @@ describe('churn', () => {
     }
     db.close();
 
-    // Coordinator restart: SIGTERM checkpoints; the same run dir resumes; peers reconnect; rounds continue.
-    coord.child.kill('SIGTERM');
+    // Coordinator killed outright (no goodbye, no final checkpoint): the same run dir resumes from its last
+    // checkpoint, the peers reconnect and resync, and the rounds continue from there.
+    coord.child.kill('SIGKILL');
     await coord.exited;
     const stoppedAt = loadCheckpoint(join(runDir, 'checkpoint.ptck')).dataPosition.round as number;
     coord = startProc(['coordinator', '--run-dir', runDir]);
@@ -144,7 +154,6 @@ describe('admission', () => {
     expect(bad.output()).toMatch(/peertrain node: the coordinator refused to admit us: wrong join token/);
     expect((await status(info.url))!.rejected.token).toBe(1);
     coord.child.kill('SIGTERM');
-    void writeFileSync;
   });
 });
 

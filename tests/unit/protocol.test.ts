@@ -25,7 +25,7 @@ const part: TensorPart = {
 };
 const samples: Message[] = [
   { v, type: 'join', token: 'secret', kind: 'browser', backend: 'webgpu', tokensPerSec: 1234.5, sender: 'peerA' },
-  { v, type: 'welcome', ...run, config: { model: { nLayer: 2, nHead: 2 }, lr: 3e-4, tags: ['a', null, true] }, round: 5, slot: 3 },
+  { v, type: 'welcome', ...run, config: { model: { nLayer: 2, nHead: 2 }, lr: 3e-4, tags: ['a', null, true] }, round: 5, slot: 3, shards: ['train-00000.bin'] },
   { v, type: 'refused', reason: 'run is full' },
   { v, type: 'heartbeat', ...run, round: 5, step: 40, tokensPerSec: 0, kind: 'node', backend: 'tensorflow', addrs: ['/ip4/127.0.0.1/tcp/4001'] },
   { v, type: 'round', ...run, round: 6, attempt: 1, participants: ['peerA', 'peerB'], microBatches: [4, 0], deadlineMs: 30_000, paramHash: '0a1b2c3d' },

@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { assignShards, canonicalJson, splitMicroBatches } from '../../peer/run-config.ts';
+
+describe('run config helpers', () => {
+  it('splits micro-batches in proportion to speed, at least one each, summing to the total', () => {
+    expect(splitMicroBatches(6, [100, 100, 100])).toEqual([2, 2, 2]);
+    expect(splitMicroBatches(8, [300, 100])).toEqual([6, 2]);
+    expect(splitMicroBatches(4, [1000, 1, 1])).toEqual([2, 1, 1]);
+    for (const speeds of [[1, 2, 3], [0, 0], [5], [7, 7, 7, 7, 7]]) {
+      const total = 12;
+      const out = splitMicroBatches(total, speeds);
+      expect(out.reduce((a, b) => a + b, 0)).toBe(total);
+      expect(Math.min(...out)).toBeGreaterThanOrEqual(1);
+    }
+  });
+
+  it('assigns shards in proportion to speed, deterministically, spread by slot', () => {
+    const shards = Array.from({ length: 10 }, (_, i) => ({ file: `train-${i}.bin`, sequences: 100 }));
+    expect(assignShards(shards, 0, 100, [])).toHaveLength(10); // alone: everything
+    expect(assignShards(shards, 1, 100, [100])).toHaveLength(5); // half
+    expect(assignShards(shards, 2, 300, [100])).toHaveLength(8); // three quarters, rounded up to whole shards
+    expect(assignShards(shards, 3, 1, [1000])).toHaveLength(1); // at least one
+    expect(assignShards(shards, 3, 100, [100])[0]).toBe('train-3.bin'); // starts at its slot
+    expect(assignShards(shards, 7, 100, [100, 100])).toEqual(assignShards(shards, 7, 100, [100, 100]));
+    expect(assignShards(shards, 0, 0, [100, 100])).toHaveLength(4); // unknown speed counts as average
+  });
+
+  it('canonical JSON ignores key order', () => {
+    expect(canonicalJson({ b: 1, a: [{ d: 2, c: 3 }] })).toBe(canonicalJson({ a: [{ c: 3, d: 2 }], b: 1 }));
+    expect(canonicalJson({ a: 1 })).not.toBe(canonicalJson({ a: 2 }));
+  });
+});
