@@ -16,7 +16,7 @@ import { systemClock, type Logger } from '../peer/types.ts';
 import { Coordinator } from './coordinator.ts';
 import { startHttpServer } from './http-server.ts';
 import { BROWSER_DIST, browserBuildStale, buildBrowser } from '../browser-client/build.ts';
-import { ensureDir, loadOrCreateKey, newRunId, newToken, paths, readRunInfo, writeJoinFile, writeRunInfo, type RunInfo } from './run-dir.ts';
+import { ensureDir, loadOrCreateKey, newRunId, newToken, paths, readRunInfo, writeJoinFile, writeRunInfo } from './run-dir.ts';
 import { RunStore } from './run-store.ts';
 
 export const COORDINATOR_FLAGS: Record<string, FlagSpec> = {

@@ -5,6 +5,7 @@
  * pause while the tab is hidden, pause on battery where the browser reports it.
  */
 import uPlot from 'uplot';
+import type { WorkerCommand, WorkerStatus } from '../worker/messages.ts';
 
 interface Status {
   runId: string;
@@ -20,26 +21,12 @@ interface Status {
   stages?: unknown;
 }
 
-interface WorkerStatus {
-  state: string;
-  message?: string;
-  peerId?: string;
-  backend?: string;
-  backendDetail?: string;
-  round?: number;
-  loss?: number;
-  tokensPerSec?: number;
-  roundsContributed?: number;
-  tokensContributed?: number;
-  paramHash?: string;
-}
-
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const fmt = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(0));
 
 /** What the page knows of its own peer; tests read it (window.peertrain). `hashes`: round → parameter hash. */
 const me: { worker?: Worker; status: WorkerStatus; paused: boolean; log: string[]; backend: string; hashes: Record<number, string> } = {
-  status: { state: 'idle' },
+  status: { type: 'status', state: 'idle' },
   hashes: {},
   paused: false,
   log: [],
@@ -161,7 +148,7 @@ async function startWorker(): Promise<void> {
   const worker = new Worker('/worker.js', { type: 'module', name: 'peertrain-peer' });
   me.worker = worker;
   const kept = { roundsContributed: me.status.roundsContributed ?? 0, tokensContributed: me.status.tokensContributed ?? 0 };
-  worker.onmessage = (evt: MessageEvent<WorkerStatus & { type: string }>) => {
+  worker.onmessage = (evt: MessageEvent<WorkerStatus>) => {
     const s = evt.data;
     // Counters add up across pauses (each resume is a new worker).
     me.status = { ...me.status, ...s, roundsContributed: kept.roundsContributed + (s.roundsContributed ?? 0), tokensContributed: kept.tokensContributed + (s.tokensContributed ?? 0) };
@@ -174,14 +161,14 @@ async function startWorker(): Promise<void> {
     renderMine();
   };
   worker.onerror = (e) => log(`worker error: ${e.message}`);
-  worker.postMessage({ type: 'start', multiaddrs: join.multiaddrs, token: join.token, backend: me.backend });
+  worker.postMessage({ type: 'start', multiaddrs: join.multiaddrs, token: join.token, backend: me.backend } satisfies WorkerCommand);
   renderMine();
 }
 
 function stopWorker(reason: string): void {
   const w = me.worker;
   if (!w) return;
-  w.postMessage({ type: 'stop', reason });
+  w.postMessage({ type: 'stop', reason } satisfies WorkerCommand);
   // If it cannot say goodbye in time, it is ended anyway (the run drops silent peers).
   setTimeout(() => w.terminate(), 3_000);
   me.worker = undefined;

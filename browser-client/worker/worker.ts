@@ -3,8 +3,7 @@
  * WebSockets (browsers cannot listen, so it dials the other participants of each round itself and they answer
  * on those connections), trains on the fastest backend the browser offers, and reports to the page.
  *
- * Page → worker: { type: 'start', multiaddrs, token, backend? } | { type: 'stop', reason }
- * Worker → page: { type: 'status', state, ... } (see WorkerStatus)
+ * Messages: see messages.ts.
  */
 import { createLibp2p } from 'libp2p';
 import { webSockets } from '@libp2p/websockets';
@@ -18,23 +17,9 @@ import { PeerRuntime } from '../../peer/peer.ts';
 import { trainerReplica } from '../../peer/trainer-replica.ts';
 import type { Logger } from '../../peer/types.ts';
 import { selectBrowserBackend } from './backend.ts';
+import type { SelftestFixture, WorkerCommand, WorkerStatus } from './messages.ts';
 import { DEFAULT_TRAIN, validateModelConfig } from '../../engine/config.ts';
 import { Trainer } from '../../engine/trainer.ts';
-
-export interface WorkerStatus {
-  type: 'status';
-  state: 'starting' | 'joined' | 'training' | 'stopped' | 'error';
-  message?: string;
-  peerId?: string;
-  backend?: string;
-  backendDetail?: string;
-  round?: number;
-  loss?: number;
-  tokensPerSec?: number;
-  roundsContributed?: number;
-  tokensContributed?: number;
-  paramHash?: string;
-}
 
 const post = (s: Omit<WorkerStatus, 'type'>) => (self as unknown as Worker).postMessage({ type: 'status', ...s });
 const log: Logger = {
@@ -93,7 +78,7 @@ async function start(multiaddrs: string[], token: string, preferred: string): Pr
  * Backend self-test: the loss of a fixed model and batch (the golden fixture, computed by PyTorch) on the
  * chosen backend, so a page or a test can check a backend before trusting it with a run.
  */
-async function selftest(backend: string, f: { config: unknown; params: number[]; idx: number[][]; targets: number[][] }): Promise<void> {
+async function selftest(backend: string, f: SelftestFixture): Promise<void> {
   const choice = await selectBrowserBackend(backend);
   const model = validateModelConfig(f.config);
   const trainer = new Trainer(model, DEFAULT_TRAIN, Float32Array.from(f.params));
@@ -105,11 +90,11 @@ async function selftest(backend: string, f: { config: unknown; params: number[];
 }
 
 self.onmessage = (evt: MessageEvent) => {
-  const msg = evt.data as { type: string; multiaddrs?: string[]; token?: string; backend?: string; reason?: string; fixture?: never };
+  const msg = evt.data as WorkerCommand;
   if (msg.type === 'selftest') {
-    selftest(msg.backend ?? 'auto', msg.fixture!).catch((err) => (self as unknown as Worker).postMessage({ type: 'selftest', error: `${(err as Error).name}: ${(err as Error).message}` }));
+    selftest(msg.backend, msg.fixture).catch((err) => (self as unknown as Worker).postMessage({ type: 'selftest', error: `${(err as Error).name}: ${(err as Error).message}` }));
   } else if (msg.type === 'start' && !peer) {
-    start(msg.multiaddrs ?? [], msg.token ?? '', msg.backend ?? 'auto').catch((err) => post({ state: 'error', message: `${(err as Error).name}: ${(err as Error).message}` }));
+    start(msg.multiaddrs, msg.token, msg.backend).catch((err) => post({ state: 'error', message: `${(err as Error).name}: ${(err as Error).message}` }));
   } else if (msg.type === 'stop') {
     void (async () => {
       await peer?.stop(msg.reason ?? 'stopped by the volunteer').catch(() => {});

@@ -19,7 +19,6 @@ import { loadCheckpoint, saveCheckpoint } from '../checkpoint-io.ts';
 import { ReplicaGroup } from '../cluster/replica-group.ts';
 import { resolveData } from '../data/data-source.ts';
 import { UsageError } from '../errors.ts';
-import { cacheDir } from '../paths.ts';
 import { Progress } from './progress.ts';
 
 export const TRAIN_FLAGS: Record<string, FlagSpec> = {

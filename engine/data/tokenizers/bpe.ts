@@ -5,7 +5,7 @@
  * is exactly reversible for any UTF-8 text.
  */
 import { DataError } from '../../errors.ts';
-import { checkIds, specialText, type Tokenizer, type TokenizerJSON } from './tokenizer.ts';
+import { checkIds, decodeRuns, type Tokenizer, type TokenizerJSON } from './tokenizer.ts';
 
 const PIECES = /'(?:s|t|re|ve|m|ll|d)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
 const encoder = new TextEncoder();
@@ -105,21 +105,11 @@ export class BpeTokenizer implements Tokenizer {
 
   decode(ids: ArrayLike<number>): string {
     checkIds(ids, this.vocabSize);
-    let out = '';
-    let run: number[] = [];
-    const flush = () => {
-      if (run.length) out += new TextDecoder().decode(Uint8Array.from(run));
-      run = [];
-    };
-    for (let i = 0; i < ids.length; i++) {
-      const special = specialText(ids[i], this.eosId, this.maskId);
-      if (special !== undefined) {
-        flush();
-        out += special;
-      } else for (const b of this.bytes[ids[i]]) run.push(b);
-    }
-    flush();
-    return out;
+    return decodeRuns(ids, this.eosId, this.maskId, (run) => {
+      const bytes: number[] = [];
+      for (const id of run) for (const b of this.bytes[id]) bytes.push(b);
+      return new TextDecoder().decode(Uint8Array.from(bytes));
+    });
   }
 
   toJSON(): TokenizerJSON {

@@ -3,7 +3,7 @@
  * nothing is downloaded). `<|endoftext|>` is GPT-2's own id 50256; [MASK] is appended as 50257.
  * Loaded lazily: the merge table is large, and only runs that ask for it pay for it.
  */
-import { checkIds, MASK_TEXT, type Tokenizer, type TokenizerJSON } from './tokenizer.ts';
+import { checkIds, decodeRuns, type Tokenizer, type TokenizerJSON } from './tokenizer.ts';
 
 interface Gpt2Module {
   encode(text: string, options?: { disallowedSpecial?: Set<string> }): number[];
@@ -38,20 +38,7 @@ export class Gpt2Tokenizer implements Tokenizer {
 
   decode(ids: ArrayLike<number>): string {
     checkIds(ids, this.vocabSize);
-    let out = '';
-    let run: number[] = [];
-    const flush = () => {
-      if (run.length) out += this.m.decode(run);
-      run = [];
-    };
-    for (let i = 0; i < ids.length; i++) {
-      if (ids[i] === this.eosId || ids[i] === this.maskId) {
-        flush();
-        out += ids[i] === this.eosId ? '\n\n' : MASK_TEXT;
-      } else run.push(ids[i]);
-    }
-    flush();
-    return out;
+    return decodeRuns(ids, this.eosId, this.maskId, (run) => this.m.decode(run));
   }
 
   toJSON(): TokenizerJSON {

@@ -38,6 +38,26 @@ export function specialText(id: number, eosId: number, maskId: number): string |
   return undefined;
 }
 
+/**
+ * Decodes ids whose ordinary tokens decode in runs (byte-level BPEs: a character may span several tokens):
+ * each run between specials goes to `decodeRun`, specials become their text.
+ */
+export function decodeRuns(ids: ArrayLike<number>, eosId: number, maskId: number, decodeRun: (run: number[]) => string): string {
+  let out = '';
+  let run: number[] = [];
+  for (let i = 0; i < ids.length; i++) {
+    const special = specialText(ids[i], eosId, maskId);
+    if (special === undefined) {
+      run.push(ids[i]);
+      continue;
+    }
+    if (run.length) out += decodeRun(run);
+    run = [];
+    out += special;
+  }
+  return run.length ? out + decodeRun(run) : out;
+}
+
 export function checkIds(ids: ArrayLike<number>, vocabSize: number): void {
   for (let i = 0; i < ids.length; i++) {
     if (!Number.isInteger(ids[i]) || ids[i] < 0 || ids[i] >= vocabSize) throw new DataError(`token id ${ids[i]} at position ${i} is outside the vocabulary [0, ${vocabSize})`);
