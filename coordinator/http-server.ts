@@ -33,7 +33,15 @@ const ISOLATION = {
 
 export async function startHttpServer(o: HttpServerOptions): Promise<{ server: Server; url: string }> {
   const server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://localhost');
+    let url: URL;
+    let path: string;
+    try {
+      url = new URL(req.url ?? '/', 'http://localhost');
+      path = decodeURIComponent(url.pathname);
+    } catch {
+      res.writeHead(400, { ...ISOLATION, 'Content-Type': 'text/plain' }).end('bad request: malformed URL');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { ...ISOLATION, Allow: 'GET, HEAD' }).end();
       return;
@@ -55,7 +63,7 @@ export async function startHttpServer(o: HttpServerOptions): Promise<{ server: S
     }
     // Static files of the browser client, by exact path under its folder (no traversal out of it).
     const root = resolve(o.staticDir);
-    const file = resolve(join(root, url.pathname === '/' ? 'index.html' : decodeURIComponent(url.pathname)));
+    const file = resolve(join(root, path === '/' ? 'index.html' : path));
     if (!file.startsWith(root + sep) || !TYPES[extname(file)]) {
       res.writeHead(404, { ...ISOLATION, 'Content-Type': 'text/plain' }).end('not found');
       return;

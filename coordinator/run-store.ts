@@ -130,6 +130,8 @@ export class RunStore {
   truncateAfter(round: number): void {
     this.db.prepare('DELETE FROM history WHERE round > ?').run(round);
     this.db.prepare('DELETE FROM contributions WHERE round > ?').run(round);
+    // Counters follow the contributions that remain (replayed rounds are counted again when they rerun).
+    this.db.prepare('UPDATE peers SET roundsContributed = (SELECT COUNT(*) FROM contributions c WHERE c.peer = peers.id)').run();
   }
 
   contributions(round: number): Array<{ peer: string; samples: number; loss: number | null }> {

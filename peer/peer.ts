@@ -67,6 +67,10 @@ export interface PeerOptions {
 }
 
 const HEARTBEAT_MS = 2_000;
+/** Connecting and being admitted. */
+const JOIN_TIMEOUT_MS = 30_000;
+/** Fetching and verifying the assigned shards. */
+const DATA_TIMEOUT_MS = 600_000;
 
 export class PeerRuntime {
   private config?: RunConfig;
@@ -131,7 +135,7 @@ export class PeerRuntime {
   // ---------------------------------------------------------------- joining
 
   private async join(): Promise<void> {
-    const signal = AbortSignal.any([AbortSignal.timeout(30_000), this.stopping.signal]);
+    const signal = AbortSignal.any([AbortSignal.timeout(JOIN_TIMEOUT_MS), this.stopping.signal]);
     const conn = (await this.o.libp2p.dial(this.o.coordinatorAddrs, { signal })) as { remotePeer: { toString(): string } };
     const coordinator = conn.remotePeer.toString();
     const stream = await this.o.libp2p.dialProtocol(peerIdFromString(coordinator), JOIN_PROTOCOL, { signal });
@@ -177,8 +181,10 @@ export class PeerRuntime {
       });
       await this.allreduce.start();
     }
-    if (shardsChanged) await this.fetchData(signal);
-    await this.sync(signal);
+    // Data and state have deadlines of their own: state is handed out between rounds, so the wait can last a
+    // whole round (and its retries).
+    if (shardsChanged) await this.fetchData(AbortSignal.any([AbortSignal.timeout(DATA_TIMEOUT_MS), this.stopping.signal]));
+    await this.sync(AbortSignal.any([AbortSignal.timeout(config.roundTimeoutSec * 3_000 + 60_000), this.stopping.signal]));
     this.o.log.info(`joined run ${this.runId} (slot ${this.slot}) at round ${this.round}`);
   }
 
@@ -216,22 +222,25 @@ export class PeerRuntime {
     this.contribution = undefined;
   }
 
+  /** Joins again until it works (or we stop). */
+  private async rejoin(): Promise<void> {
+    while (!this.stopping.signal.aborted) {
+      try {
+        await this.join();
+        return;
+      } catch (err) {
+        this.o.log.debug(`rejoin failed: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+    }
+  }
+
   private onCoordinatorLost(): void {
     if (this.stopping.signal.aborted || this.reconnecting) return;
     this.connected = false;
     this.current?.abort.abort(new Error('coordinator disconnected'));
     this.o.log.warn('lost the coordinator; reconnecting');
-    this.reconnecting = (async () => {
-      while (!this.stopping.signal.aborted) {
-        try {
-          await this.join();
-          return;
-        } catch (err) {
-          this.o.log.debug(`reconnect failed: ${(err as Error).message}`);
-          await new Promise((r) => setTimeout(r, 1_000));
-        }
-      }
-    })().finally(() => (this.reconnecting = undefined));
+    this.reconnecting = this.rejoin().finally(() => (this.reconnecting = undefined));
   }
 
   // ---------------------------------------------------------------- gossip
@@ -264,14 +273,14 @@ export class PeerRuntime {
     const msg = r.msg;
     if (msg.type === 'resync' && msg.target === this.peerId) {
       this.o.log.warn(`the coordinator asks us to resync: ${msg.reason}`);
-      this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(60_000), this.stopping.signal])));
+      this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(this.config!.roundTimeoutSec * 3_000 + 60_000), this.stopping.signal])));
     } else if (msg.type === 'round') this.onAnnounce(msg);
   }
 
   /** Heartbeats of other peers tell us where to reach them for averaging. */
   private onPeerGossip(data: Uint8Array, from: string): void {
     const r = decodeMessage(data, { runId: this.runId, configHash: this.hash, from });
-    if (!r.ok || r.msg.type !== 'heartbeat' || from === this.peerId) return;
+    if (!r.ok || r.msg.type !== 'heartbeat' || from === this.peerId || !this.admitted.has(from)) return;
     const addrs: Multiaddr[] = [];
     for (const a of r.msg.addrs) {
       try {
@@ -296,12 +305,21 @@ export class PeerRuntime {
     if (cur && cur.round === a.round && cur.attempt >= a.attempt) return; // a re-announcement of what we run
     if (cur && cur.round === a.round && cur.attempt < a.attempt) cur.abort.abort(new Error(`superseded by attempt ${a.attempt}`));
     if (!a.participants.includes(this.peerId)) return;
+    // From now on the other participants' parts for this attempt are welcome, while we compute ours.
+    this.allreduce?.expect(a.round, a.attempt, a.participants, this.announcedWeights(a));
     const abort = new AbortController();
     this.current = { round: a.round, attempt: a.attempt, abort };
     this.enqueue(() => this.runRound(a, abort));
   }
 
   // ---------------------------------------------------------------- rounds
+
+  /** Each participant's reduce weight as the announcement fixes it (samples), checked on every frame. */
+  private announcedWeights(a: RoundAnnounce): number[] {
+    const c = this.config!;
+    const perMicro = c.train.microBatchSize * (c.mode === 'diloco' ? c.innerSteps : 1);
+    return a.microBatches.map((m) => m * perMicro);
+  }
 
   private batchSpec(): BatchSpec {
     const c = this.config!;
@@ -331,10 +349,10 @@ export class PeerRuntime {
   private async runRound(a: RoundAnnounce, abort: AbortController): Promise<void> {
     if (abort.signal.aborted || this.stopping.signal.aborted) return;
     if (a.round !== this.round || a.paramHash !== this.paramHash) {
-      // We are not at the state the round starts from: leave (the coordinator retries at once) and rejoin.
+      // We are not at the state the round starts from: rejoin (which ends this attempt at the coordinator at
+      // once) and resync.
       this.o.log.warn(`round ${a.round} starts from ${a.paramHash}, we hold ${this.paramHash} at round ${this.round}: resyncing`);
-      await this.publish({ ...this.scoped(), type: 'leave', reason: 'out of sync' });
-      await this.join();
+      await this.rejoin();
       return;
     }
     const index = a.participants.indexOf(this.peerId);
@@ -350,7 +368,7 @@ export class PeerRuntime {
     // others then answer on these connections.
     const connected = new Set(this.o.libp2p.getConnections().map((c) => c.remotePeer.toString()));
     await Promise.allSettled(a.participants.filter((p) => p !== this.peerId && !connected.has(p)).map((p) => this.o.libp2p.dial(peerIdFromString(p) as never, { signal })));
-    const avg = await this.allreduce!.run(a.round, a.attempt, a.participants, contribution.values, contribution.samples, [this.coordinator], signal);
+    const avg = await this.allreduce!.run(a.round, a.attempt, a.participants, contribution.values, contribution.samples, [this.coordinator], signal, this.announcedWeights(a));
     if (this.config!.mode === 'sync') {
       await this.replica!.apply(avg);
     } else {

@@ -63,19 +63,34 @@ export function readTextFile(path: string): string {
   return decodeText(bytes, path);
 }
 
-/** Lines of a file as buffers, streamed (a corpus file larger than memory is fine). */
+/** A JSONL line longer than this is refused (one document this large is a mistake, not a corpus). */
+const MAX_LINE_BYTES = 256 * 2 ** 20;
+
+/**
+ * Lines of a file as buffers, streamed (a corpus file larger than memory is fine). The pieces of a line that
+ * spans chunks are kept in a list and joined once, when its newline arrives.
+ */
 async function* lines(path: string): AsyncGenerator<Uint8Array> {
-  let rest: Buffer = Buffer.alloc(0);
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let n = 0;
   for await (const chunk of createReadStream(path)) {
-    let buf = rest.length ? Buffer.concat([rest, chunk as Buffer]) : (chunk as Buffer);
+    let buf = chunk as Buffer;
     let nl: number;
     while ((nl = buf.indexOf(0x0a)) >= 0) {
-      yield buf.subarray(0, nl);
+      n++;
+      yield pending.length ? Buffer.concat([...pending, buf.subarray(0, nl)]) : buf.subarray(0, nl);
+      pending = [];
+      pendingBytes = 0;
       buf = buf.subarray(nl + 1);
     }
-    rest = Buffer.from(buf);
+    if (buf.length) {
+      pending.push(buf);
+      pendingBytes += buf.length;
+      if (pendingBytes > MAX_LINE_BYTES) throw new DataError(`${path}:${n + 1}: line longer than ${MAX_LINE_BYTES / 2 ** 20} MiB`);
+    }
   }
-  if (rest.length) yield rest;
+  if (pending.length) yield Buffer.concat(pending);
 }
 
 async function* jsonlDocuments(path: string): AsyncGenerator<Document> {

@@ -153,6 +153,10 @@ describe('admission', () => {
     expect(await bad.exited).toBe(1);
     expect(bad.output()).toMatch(/peertrain node: the coordinator refused to admit us: wrong join token/);
     expect((await status(info.url))!.rejected.token).toBe(1);
+    // A malformed URL gets a 400, and the coordinator carries on.
+    expect((await fetch(`${info.url}%`)).status).toBe(400);
+    expect((await fetch(`${info.url}..%2f..%2fetc%2fpasswd`)).status).toBe(404);
+    expect((await status(info.url))?.runId).toBeTruthy();
     coord.child.kill('SIGTERM');
   });
 });
