@@ -34,6 +34,8 @@ import type { RunStore } from './run-store.ts';
 const BAN_AFTER_REJECTIONS = 20;
 /** A peer not heard from for this long (and not connected) leaves the member list. */
 const SILENCE_MS = 15_000;
+/** How long the round loop waits for a state transfer to finish before going on without that peer. */
+const STATE_DELIVERY_MS = 30_000;
 /** Attempt numbers are offset by the coordinator's session (epoch) times this. */
 const ATTEMPTS_PER_EPOCH = 1_000_000;
 /** Announcements are re-published this often until the round completes (gossip may miss a new subscriber). */
@@ -89,6 +91,8 @@ export class Coordinator {
   private readonly reportersOf = new Map<number, Set<string>>();
   private readonly valLossOf = new Map<number, number>();
   private readonly stateQueue: Array<{ peer: string; resolve: (s: RunState) => void; reject: (e: Error) => void }> = [];
+  /** Peers being sent state right now, resolved when the transfer is complete. */
+  private readonly deliveries = new Map<string, () => void>();
   private readonly abort = new AbortController();
   private roundAbort?: AbortController;
   private currentParticipants: string[] = [];
@@ -99,6 +103,7 @@ export class Coordinator {
   private lastEvalRound = -1;
   /** How many times this run's coordinator has started (persisted): keeps attempt numbers unique. */
   private epoch = 0;
+  private nextAttempt = 0;
   private readonly events = new EventTarget();
 
   constructor(private readonly d: CoordinatorDeps) {
@@ -133,10 +138,7 @@ export class Coordinator {
     await this.allreduce.start();
     await libp2p.handle(JOIN_PROTOCOL, (s, c) => this.onJoin(s, c), { maxInboundStreams: 64 });
     const ids = { runId: this.d.info.runId, configHash: this.d.configHash };
-    await serveState(libp2p, ids, (p) => this.members.has(p), (p) => this.queueState(p), (r, f, d) => this.reject(r, f, d), (p, round) => {
-      const m = this.members.get(p);
-      if (m && round === this.round) m.syncedRound = round;
-    });
+    await serveState(libp2p, ids, (p) => this.members.has(p), (p) => this.queueState(p), (r, f, d) => this.reject(r, f, d), (p) => this.deliveries.get(p)?.());
     await serveData(libp2p, ids, this.d.data, (p) => this.members.has(p), (r, f, d) => this.reject(r, f, d));
     libp2p.services.pubsub.subscribe(TOPIC_PEERS);
     libp2p.services.pubsub.subscribe(TOPIC_CONTROL);
@@ -172,6 +174,7 @@ export class Coordinator {
   private async restore(): Promise<void> {
     this.epoch = Number(this.d.store.getMeta('epoch') ?? -1) + 1;
     this.d.store.setMeta('epoch', String(this.epoch));
+    this.nextAttempt = this.epoch * ATTEMPTS_PER_EPOCH;
     const p = paths(this.d.runDir).checkpoint;
     const { existsSync } = await import('node:fs');
     if (existsSync(p)) {
@@ -237,12 +240,33 @@ export class Coordinator {
     });
   }
 
-  /** Hands out state between rounds: the peer then holds exactly the state of the round about to start. */
+  /**
+   * Hands out state between rounds, and waits (bounded) until it is delivered: a peer then holds exactly the
+   * state of the round about to start, and counts as synced only once it has all of it.
+   */
   private async serveQueuedState(): Promise<void> {
     if (this.stateQueue.length === 0) return;
     const state = await this.currentState();
-    // Members count as synced once the state is written to them (serveState's onServed), not before.
-    for (const q of this.stateQueue.splice(0)) q.resolve(state);
+    const waits: Promise<void>[] = [];
+    for (const q of this.stateQueue.splice(0)) {
+      waits.push(
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            this.deliveries.delete(q.peer);
+            resolve();
+          }, STATE_DELIVERY_MS);
+          this.deliveries.set(q.peer, () => {
+            clearTimeout(timer);
+            this.deliveries.delete(q.peer);
+            const m = this.members.get(q.peer);
+            if (m) m.syncedRound = state.round;
+            resolve();
+          });
+        }),
+      );
+      q.resolve(state);
+    }
+    await Promise.all(waits);
   }
 
   // ---------------------------------------------------------------- membership
@@ -407,9 +431,10 @@ export class Coordinator {
         continue;
       }
       const totalMicro = this.config.train.batchSize / this.config.train.microBatchSize;
-      // Attempt numbers never repeat across restarts of the coordinator: a peer may still hold parts of an
-      // attempt of the previous session, which must not mix with this one.
-      for (let attempt = this.epoch * ATTEMPTS_PER_EPOCH; participants.length > 0 && !this.abort.signal.aborted; attempt++) {
+      // Attempt numbers never repeat — not within a session (a round retried after everyone failed is a new
+      // attempt), not across restarts: a peer may still hold parts of an earlier attempt.
+      while (participants.length > 0 && !this.abort.signal.aborted) {
+        const attempt = this.nextAttempt++;
         const ids = participants.map((m) => m.id);
         const micro = splitMicroBatches(totalMicro, participants.map((m) => m.tokensPerSec));
         const avg = await this.runAttempt(attempt, ids, micro);
