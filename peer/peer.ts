@@ -96,6 +96,9 @@ export class PeerRuntime {
   private lastRound = Date.now();
   private connected = false;
   private reconnecting?: Promise<void>;
+  /** The last (round, attempt) we averaged and applied. */
+  private lastDone?: { round: number; attempt: number };
+  private rejoining = false;
   roundsContributed = 0;
   /** Tokens this peer computed in the rounds it contributed to. */
   tokensContributed = 0;
@@ -299,7 +302,19 @@ export class PeerRuntime {
   }
 
   private onAnnounce(a: RoundAnnounce): void {
-    if (a.round < this.round) return; // an old round (or a re-announcement of one we finished)
+    if (a.round < this.round) {
+      // A retry of a round we already applied: the coordinator did not receive the whole average (a peer died
+      // after averaging with us but before reaching it). We are ahead of the run: rejoin, which ends the
+      // attempt at once, and take the coordinator's state. A re-announcement of the attempt we finished is not
+      // that, and is ignored.
+      const done = this.lastDone;
+      if (done && a.round === done.round && a.attempt > done.attempt && a.participants.includes(this.peerId) && !this.rejoining) {
+        this.rejoining = true;
+        this.o.log.warn(`round ${a.round} is being retried after we applied it: resyncing`);
+        this.enqueue(() => this.rejoin().finally(() => (this.rejoining = false)));
+      }
+      return;
+    }
     for (const p of a.participants) this.admitted.add(p);
     const cur = this.current;
     if (cur && cur.round === a.round && cur.attempt >= a.attempt) return; // a re-announcement of what we run
@@ -382,6 +397,7 @@ export class PeerRuntime {
     const params = (await this.replica!.state()).params;
     this.paramHash = hashFloats(params);
     this.round = a.round + 1;
+    this.lastDone = { round: a.round, attempt: a.attempt };
     this.allreduce!.forgetBefore(this.round);
     this.contribution = undefined;
     this.roundsContributed++;
