@@ -34,8 +34,6 @@ import type { RunStore } from './run-store.ts';
 const BAN_AFTER_REJECTIONS = 20;
 /** A peer not heard from for this long (and not connected) leaves the member list. */
 const SILENCE_MS = 15_000;
-/** How long the round loop waits for a state transfer to finish before going on without that peer. */
-const STATE_DELIVERY_MS = 30_000;
 /** Attempt numbers are offset by the coordinator's session (epoch) times this. */
 const ATTEMPTS_PER_EPOCH = 1_000_000;
 /** Announcements are re-published this often until the round completes (gossip may miss a new subscriber). */
@@ -87,12 +85,8 @@ export class Coordinator {
   private readonly doneLosses = new Map<number, Array<{ loss: number; samples: number }>>();
   /** Participants of recently finished rounds, and their validation losses, until every report is in. */
   private readonly participantsOf = new Map<number, number>();
-  /** Who still owes a report for each recently started round (the attempt's participants). */
-  private readonly reportersOf = new Map<number, Set<string>>();
   private readonly valLossOf = new Map<number, number>();
   private readonly stateQueue: Array<{ peer: string; resolve: (s: RunState) => void; reject: (e: Error) => void }> = [];
-  /** Peers being sent state right now, resolved when the transfer is complete. */
-  private readonly deliveries = new Map<string, () => void>();
   private readonly abort = new AbortController();
   private roundAbort?: AbortController;
   private currentParticipants: string[] = [];
@@ -118,7 +112,7 @@ export class Coordinator {
       isAdmitted: (p) => this.members.has(p),
       currentRound: () => this.round,
       maxPartNorm: this.config.maxPartNorm,
-      onReject: (reason, from, detail, penalize) => this.reject(reason, from, detail, penalize),
+      onReject: (reason, from, detail) => this.reject(reason, from, detail),
       log: d.log,
     });
   }
@@ -138,7 +132,7 @@ export class Coordinator {
     await this.allreduce.start();
     await libp2p.handle(JOIN_PROTOCOL, (s, c) => this.onJoin(s, c), { maxInboundStreams: 64 });
     const ids = { runId: this.d.info.runId, configHash: this.d.configHash };
-    await serveState(libp2p, ids, (p) => this.members.has(p), (p) => this.queueState(p), (r, f, d) => this.reject(r, f, d), (p) => this.deliveries.get(p)?.());
+    await serveState(libp2p, ids, (p) => this.members.has(p), (p) => this.queueState(p), (r, f, d) => this.reject(r, f, d));
     await serveData(libp2p, ids, this.d.data, (p) => this.members.has(p), (r, f, d) => this.reject(r, f, d));
     libp2p.services.pubsub.subscribe(TOPIC_PEERS);
     libp2p.services.pubsub.subscribe(TOPIC_CONTROL);
@@ -188,13 +182,9 @@ export class Coordinator {
       this.round = round;
       this.d.store.truncateAfter(round - 1);
       this.d.log.info(`resumed from ${p} at round ${round}`);
-    } else {
-      // No checkpoint yet: the run starts over at round 0, and what an earlier session recorded goes.
-      this.d.store.truncateAfter(-1);
-      if (this.isDiloco) {
-        this.globalParams = await this.trainer.exportParams();
-        this.outer = new OuterNesterov(this.config.outer, this.globalParams.length);
-      }
+    } else if (this.isDiloco) {
+      this.globalParams = await this.trainer.exportParams();
+      this.outer = new OuterNesterov(this.config.outer, this.globalParams.length);
     }
     this.paramHash = hashFloats(await this.currentParams());
   }
@@ -240,33 +230,15 @@ export class Coordinator {
     });
   }
 
-  /**
-   * Hands out state between rounds, and waits (bounded) until it is delivered: a peer then holds exactly the
-   * state of the round about to start, and counts as synced only once it has all of it.
-   */
+  /** Hands out state between rounds: the peer then holds exactly the state of the round about to start. */
   private async serveQueuedState(): Promise<void> {
     if (this.stateQueue.length === 0) return;
     const state = await this.currentState();
-    const waits: Promise<void>[] = [];
     for (const q of this.stateQueue.splice(0)) {
-      waits.push(
-        new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            this.deliveries.delete(q.peer);
-            resolve();
-          }, STATE_DELIVERY_MS);
-          this.deliveries.set(q.peer, () => {
-            clearTimeout(timer);
-            this.deliveries.delete(q.peer);
-            const m = this.members.get(q.peer);
-            if (m) m.syncedRound = state.round;
-            resolve();
-          });
-        }),
-      );
+      const m = this.members.get(q.peer);
+      if (m) m.syncedRound = this.round;
       q.resolve(state);
     }
-    await Promise.all(waits);
   }
 
   // ---------------------------------------------------------------- membership
@@ -301,10 +273,8 @@ export class Coordinator {
       const others = [...this.members.values()].filter((m) => m.id !== from).map((m) => m.tokensPerSec);
       const shards = assignShards(this.config.data.shards.filter((x) => x.split === 'train'), slot, join.tokensPerSec, others);
       this.d.store.setShards(from, shards);
-      // A rejoin keeps its rejection count (no dodging a ban by rejoining) and, if it was in the round in
-      // flight, ends that round at once: it is about to resync, not to contribute.
+      // A rejoin keeps its rejection count: no dodging a ban by rejoining.
       const before = this.members.get(from);
-      this.failParticipant(from, 'rejoined');
       this.members.set(from, { id: from, slot, kind: join.kind, backend: join.backend, tokensPerSec: join.tokensPerSec, lastSeen: now, syncedRound: -1, rejections: before?.rejections ?? 0 });
       await io.write({ v: PROTOCOL_VERSION, type: 'welcome', runId: this.d.info.runId, configHash: this.d.configHash, sender: this.me, ts: now, config: this.config as unknown as Record<string, unknown>, round: this.round, slot, shards });
       await io.close();
@@ -334,12 +304,11 @@ export class Coordinator {
     return this.d.libp2p.getConnections().some((c) => c.remotePeer.toString() === peer && c.status === 'open');
   }
 
-  /** Counts a dropped message by reason; `penalize` (the default) also counts it against the sender. */
-  private reject(reason: RejectReason | string, from: string, detail: string, penalize = true): void {
+  private reject(reason: RejectReason | string, from: string, detail: string): void {
     this.d.store.countRejection(reason);
     this.d.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`);
     const m = this.members.get(from);
-    if (!m || !penalize) return;
+    if (!m) return;
     m.rejections++;
     if (m.rejections >= BAN_AFTER_REJECTIONS) {
       this.d.log.warn(`banning ${from.slice(-8)} after ${m.rejections} rejected messages`);
@@ -364,10 +333,6 @@ export class Coordinator {
         break;
       case 'done': {
         const done = r.msg;
-        const expectedFrom = this.reportersOf.get(done.round);
-        // Only the participants of the attempt that finished, once each; a report of an attempt that failed
-        // (it completed among the peers after our deadline) is late, not hostile.
-        if (!expectedFrom?.delete(from)) return this.reject('late', from, `done for round ${done.round} from a peer not owing one`, false);
         this.recordLoss(done.round, done.loss, done.samples);
         const expected = this.hashAfter.get(done.round);
         if (expected && expected !== done.paramHash) this.resync(from, `parameter hash ${done.paramHash} after round ${done.round}, expected ${expected}`);
@@ -448,9 +413,8 @@ export class Coordinator {
         let failed = participants.filter((m) => this.failedPeers.has(m.id) || !this.isConnected(m.id) || !this.members.has(m.id));
         if (failed.length === 0) failed = participants.filter((_, j) => !gathered.has(j));
         if (failed.length === 0) failed = participants; // nothing arrived at all: start over with whoever is ready
+        for (const m of failed) m.syncedRound = -1;
         this.d.log.warn(`round ${this.round} attempt ${attempt} failed; retrying without ${failed.map((m) => m.id.slice(-8)).join(', ')}`);
-        // They may have applied the round among themselves, or not: either way they fetch state again.
-        for (const m of failed) if (this.members.has(m.id)) this.resync(m.id, `left out of round ${this.round} after attempt ${attempt} failed`);
         participants = participants.filter((m) => !failed.includes(m));
       }
     }
@@ -462,8 +426,6 @@ export class Coordinator {
     this.failedPeers.clear();
     this.participantsOf.set(round, participants.length);
     this.participantsOf.delete(round - 16);
-    this.reportersOf.set(round, new Set(participants));
-    this.reportersOf.delete(round - 16);
     this.doneLosses.delete(round); // reports of an earlier, failed attempt do not count
     this.roundAbort = new AbortController();
     const deadline = AbortSignal.timeout(this.config.roundTimeoutSec * 1000);

@@ -22,9 +22,6 @@ export class AllReduceAbortedError extends Error {
   override name = 'AllReduceAbortedError' as const;
 }
 
-/** Why a frame was dropped; `penalize` is false for honest lateness (a frame of an attempt already over). */
-export type RejectHandler = (reason: RejectReason | 'late', from: string, detail: string, penalize?: boolean) => void;
-
 export interface AllReduceOptions {
   libp2p: Libp2pLike;
   runId: string;
@@ -37,35 +34,21 @@ export interface AllReduceOptions {
   currentRound: () => number;
   /** Upper bound on a frame's L2 norm. */
   maxPartNorm: number;
-  onReject: RejectHandler;
+  onReject: (reason: RejectReason, from: string, detail: string) => void;
   log: Logger;
 }
 
-interface Slot {
-  values: Float32Array;
-  covered: Set<number>;
-  filled: number;
-}
-
-/**
- * What we expect in one (round, attempt): created only by run() or observe(), never by an incoming frame, so
- * a sender cannot make us allocate or evict anything. A frame is accepted only when it is exactly what the
- * round's participants should send: a reduce part of our chunk from a participant with its announced weight,
- * or a gather part of chunk j from its owner participants[j], with the chunk's true length.
- */
 interface Incoming {
-  participants: string[];
-  /** Our index among the participants (-1 for an observer: no reduce parts expected). */
-  mine: number;
-  /** Announced weight of each participant's reduce part (undefined: not checked). */
-  weights?: number[];
-  reduce: Map<string, Slot & { weight: number }>;
-  gather: Map<number, Slot>;
+  /** Reduce contributions to the chunk we own, by sender. */
+  reduce: Map<string, { weight: number; values: Float32Array; covered: Set<number>; filled: number }>;
+  /** Averaged chunks from their owners, by chunk index. */
+  gather: Map<number, { from: string; values: Float32Array; covered: Set<number>; filled: number }>;
   changed: Array<() => void>;
 }
 
-/** How long a frame of a (round, attempt) we have not heard of yet waits for its announcement. */
-const ADMISSION_GRACE_MS = 15_000;
+const MAX_PENDING_ROUNDS = 8;
+/** How long an unknown sender's stream waits for the announcement that admits it. */
+const ADMISSION_GRACE_MS = 5_000;
 
 export class AllReduce {
   private readonly rounds = new Map<string, Incoming>();
@@ -91,28 +74,16 @@ export class AllReduce {
     return `${round}/${attempt}`;
   }
 
-  /**
-   * Registers what a (round, attempt) expects, as soon as the announcement arrives (before the contribution is
-   * computed): the other participants' parts can then be accepted while we compute. run() and observe() call it
-   * too; a registration with the same participants is kept (with what already arrived).
-   */
-  expect(round: number, attempt: number, participants: string[], weights?: number[]): Incoming {
+  private state(round: number, attempt: number): Incoming {
     const k = this.key(round, attempt);
-    const existing = this.rounds.get(k);
-    if (existing && existing.participants.join() === participants.join()) {
-      existing.weights ??= weights;
-      return existing;
+    let s = this.rounds.get(k);
+    if (!s) {
+      s = { reduce: new Map(), gather: new Map(), changed: [] };
+      this.rounds.set(k, s);
+      // Bounded memory: forget the oldest rounds.
+      while (this.rounds.size > MAX_PENDING_ROUNDS) this.rounds.delete(this.rounds.keys().next().value!);
     }
-    const s: Incoming = { participants, mine: participants.indexOf(this.me), weights, reduce: new Map(), gather: new Map(), changed: [] };
-    const old = this.rounds.get(k);
-    this.rounds.set(k, s);
-    for (const w of old?.changed ?? []) w();
     return s;
-  }
-
-  private chunkLength(s: Incoming, j: number): number {
-    const { start, end } = chunkBounds(this.o.size, s.participants.length, j);
-    return end - start;
   }
 
   /** Drops every buffered part (after a reconnect: the coordinator may have restarted its rounds). */
@@ -139,17 +110,11 @@ export class AllReduce {
   }
 
   /**
-   * A participant's parts can arrive before we have seen the round announcement (which admits it and tells
-   * us who takes part): wait a moment for it before judging the sender or the frame.
+   * A participant's parts can arrive before we have seen the round announcement that admits it: give the
+   * announcement a moment before judging the sender (its frames are only read, and counted, after that).
    */
   private async admittedSoon(peer: string, ms: number): Promise<void> {
     for (const start = Date.now(); !this.o.isAdmitted(peer) && Date.now() - start < ms; ) await new Promise((r) => setTimeout(r, 25));
-  }
-
-  private async expectedSoon(round: number, attempt: number, ms: number): Promise<Incoming | undefined> {
-    const k = this.key(round, attempt);
-    for (const start = Date.now(); !this.rounds.has(k) && Date.now() - start < ms; ) await new Promise((r) => setTimeout(r, 25));
-    return this.rounds.get(k);
   }
 
   private async onStream(stream: Stream, connection: Connection): Promise<void> {
@@ -169,13 +134,7 @@ export class AllReduce {
           this.o.onReject('structure', from, `unexpected ${r.msg.type} on the allreduce stream`);
           continue;
         }
-        const s = await this.expectedSoon(r.msg.round, r.msg.attempt, ADMISSION_GRACE_MS);
-        if (!s) {
-          // An attempt we do not take part in: over already, or one we were left out of. Not the sender's fault.
-          this.o.onReject('late', from, `no averaging ${r.msg.round}/${r.msg.attempt} here`, false);
-          break;
-        }
-        this.accept(s, r.msg, from);
+        this.accept(r.msg, from);
       }
       await io.close();
     } catch (err) {
@@ -185,27 +144,19 @@ export class AllReduce {
     }
   }
 
-  private accept(s: Incoming, p: TensorPart, from: string): void {
-    const bad = (detail: string) => this.o.onReject('structure', from, `${p.phase} part of chunk ${p.chunk}: ${detail}`);
-    let slot: Slot | undefined;
-    if (p.phase === 'reduce') {
-      const sender = s.participants.indexOf(from);
-      if (s.mine < 0) return bad('this peer owns no chunk in the round');
-      if (sender < 0) return bad('the sender does not take part in the round');
-      if (p.chunk !== s.mine || p.total !== this.chunkLength(s, s.mine)) return bad('not the chunk this peer owns');
-      if (s.weights && p.weight !== s.weights[sender]) return bad(`weight ${p.weight}, announced ${s.weights[sender]}`);
-      let r = s.reduce.get(from);
-      if (!r) s.reduce.set(from, (r = { weight: p.weight, values: new Float32Array(p.total), covered: new Set(), filled: 0 }));
-      if (r.weight !== p.weight) return bad('weight changed between parts');
-      slot = r;
-    } else {
-      if (!(p.chunk < s.participants.length) || s.participants[p.chunk] !== from) return bad('the sender does not own this chunk');
-      if (p.total !== this.chunkLength(s, p.chunk)) return bad(`total ${p.total}, the chunk has ${this.chunkLength(s, p.chunk)}`);
-      let g = s.gather.get(p.chunk);
-      if (!g) s.gather.set(p.chunk, (g = { values: new Float32Array(p.total), covered: new Set(), filled: 0 }));
-      slot = g;
+  private accept(p: TensorPart, from: string): void {
+    const s = this.state(p.round, p.attempt);
+    const target = p.phase === 'reduce' ? s.reduce : s.gather;
+    const key = p.phase === 'reduce' ? from : p.chunk;
+    let slot = (target as Map<string | number, { weight?: number; from?: string; values: Float32Array; covered: Set<number>; filled: number }>).get(key);
+    if (!slot) {
+      slot = { weight: p.weight, from, values: new Float32Array(p.total), covered: new Set(), filled: 0 };
+      (target as Map<string | number, typeof slot>).set(key, slot);
     }
-    if (slot.covered.has(p.offset)) return bad(`offset ${p.offset} sent twice`);
+    if (slot.values.length !== p.total || (p.phase === 'reduce' && slot.weight !== p.weight) || slot.covered.has(p.offset) || (p.phase === 'gather' && slot.from !== from)) {
+      this.o.onReject('structure', from, `part ${p.phase} chunk ${p.chunk} offset ${p.offset} conflicts with earlier parts`);
+      return;
+    }
     slot.covered.add(p.offset);
     slot.values.set(p.values, p.offset);
     slot.filled += p.values.length;
@@ -276,12 +227,12 @@ export class AllReduce {
    * Averages `values` (weight `weight`, e.g. samples) with the other participants and returns the weighted
    * mean. `observers` (the coordinator) receive the averaged chunks too. Rejects on `signal`.
    */
-  async run(round: number, attempt: number, participants: string[], values: Float32Array, weight: number, observers: string[], signal: AbortSignal, weights?: number[]): Promise<Float32Array> {
+  async run(round: number, attempt: number, participants: string[], values: Float32Array, weight: number, observers: string[], signal: AbortSignal): Promise<Float32Array> {
     const P = participants.length;
     const mine = participants.indexOf(this.me);
     if (mine < 0) throw new Error('allreduce: this peer is not a participant');
     if (values.length !== this.o.size) throw new Error(`allreduce: contribution has ${values.length} values, expected ${this.o.size}`);
-    const s = this.expect(round, attempt, participants, weights);
+    const s = this.state(round, attempt);
     const result = new Float32Array(this.o.size);
     // Reduce: our slice of every other owner's chunk.
     // Sends run in the background; a failure there shows up as a chunk that never completes (and, on the
@@ -319,7 +270,12 @@ export class AllReduce {
       () => participants.every((_, j) => j === mine || s.gather.get(j)?.filled === chunkBounds(this.o.size, P, j).end - chunkBounds(this.o.size, P, j).start),
       signal,
     );
-    for (let j = 0; j < P; j++) if (j !== mine) result.set(s.gather.get(j)!.values, chunkBounds(this.o.size, P, j).start);
+    for (let j = 0; j < P; j++) {
+      if (j === mine) continue;
+      const g = s.gather.get(j)!;
+      if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
+      result.set(g.values, chunkBounds(this.o.size, P, j).start);
+    }
     await Promise.all([...sends, ...gathers]);
     this.rounds.delete(this.key(round, attempt));
     return result;
@@ -328,11 +284,15 @@ export class AllReduce {
   /** As an observer (not contributing): waits for every averaged chunk of the round and returns the mean. */
   async observe(round: number, attempt: number, participants: string[], signal: AbortSignal): Promise<Float32Array> {
     const P = participants.length;
-    const s = this.expect(round, attempt, participants);
+    const s = this.state(round, attempt);
     const len = (j: number) => chunkBounds(this.o.size, P, j).end - chunkBounds(this.o.size, P, j).start;
     await this.wait(s, () => participants.every((_, j) => s.gather.get(j)?.filled === len(j)), signal);
     const result = new Float32Array(this.o.size);
-    for (let j = 0; j < P; j++) result.set(s.gather.get(j)!.values, chunkBounds(this.o.size, P, j).start);
+    for (let j = 0; j < P; j++) {
+      const g = s.gather.get(j)!;
+      if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
+      result.set(g.values, chunkBounds(this.o.size, P, j).start);
+    }
     this.rounds.delete(this.key(round, attempt));
     return result;
   }

@@ -67,10 +67,6 @@ export interface PeerOptions {
 }
 
 const HEARTBEAT_MS = 2_000;
-/** Connecting and being admitted. */
-const JOIN_TIMEOUT_MS = 30_000;
-/** Fetching and verifying the assigned shards. */
-const DATA_TIMEOUT_MS = 600_000;
 
 export class PeerRuntime {
   private config?: RunConfig;
@@ -96,9 +92,6 @@ export class PeerRuntime {
   private lastRound = Date.now();
   private connected = false;
   private reconnecting?: Promise<void>;
-  /** The last (round, attempt) we averaged and applied. */
-  private lastDone?: { round: number; attempt: number };
-  private rejoining = false;
   roundsContributed = 0;
   /** Tokens this peer computed in the rounds it contributed to. */
   tokensContributed = 0;
@@ -138,7 +131,7 @@ export class PeerRuntime {
   // ---------------------------------------------------------------- joining
 
   private async join(): Promise<void> {
-    const signal = AbortSignal.any([AbortSignal.timeout(JOIN_TIMEOUT_MS), this.stopping.signal]);
+    const signal = AbortSignal.any([AbortSignal.timeout(30_000), this.stopping.signal]);
     const conn = (await this.o.libp2p.dial(this.o.coordinatorAddrs, { signal })) as { remotePeer: { toString(): string } };
     const coordinator = conn.remotePeer.toString();
     const stream = await this.o.libp2p.dialProtocol(peerIdFromString(coordinator), JOIN_PROTOCOL, { signal });
@@ -184,10 +177,8 @@ export class PeerRuntime {
       });
       await this.allreduce.start();
     }
-    // Data and state have deadlines of their own: state is handed out between rounds, so the wait can last a
-    // whole round (and its retries).
-    if (shardsChanged) await this.fetchData(AbortSignal.any([AbortSignal.timeout(DATA_TIMEOUT_MS), this.stopping.signal]));
-    await this.sync(AbortSignal.any([AbortSignal.timeout(config.roundTimeoutSec * 3_000 + 60_000), this.stopping.signal]));
+    if (shardsChanged) await this.fetchData(signal);
+    await this.sync(signal);
     this.o.log.info(`joined run ${this.runId} (slot ${this.slot}) at round ${this.round}`);
   }
 
@@ -225,25 +216,22 @@ export class PeerRuntime {
     this.contribution = undefined;
   }
 
-  /** Joins again until it works (or we stop). */
-  private async rejoin(): Promise<void> {
-    while (!this.stopping.signal.aborted) {
-      try {
-        await this.join();
-        return;
-      } catch (err) {
-        this.o.log.debug(`rejoin failed: ${(err as Error).message}`);
-        await new Promise((r) => setTimeout(r, 1_000));
-      }
-    }
-  }
-
   private onCoordinatorLost(): void {
     if (this.stopping.signal.aborted || this.reconnecting) return;
     this.connected = false;
     this.current?.abort.abort(new Error('coordinator disconnected'));
     this.o.log.warn('lost the coordinator; reconnecting');
-    this.reconnecting = this.rejoin().finally(() => (this.reconnecting = undefined));
+    this.reconnecting = (async () => {
+      while (!this.stopping.signal.aborted) {
+        try {
+          await this.join();
+          return;
+        } catch (err) {
+          this.o.log.debug(`reconnect failed: ${(err as Error).message}`);
+          await new Promise((r) => setTimeout(r, 1_000));
+        }
+      }
+    })().finally(() => (this.reconnecting = undefined));
   }
 
   // ---------------------------------------------------------------- gossip
@@ -276,14 +264,14 @@ export class PeerRuntime {
     const msg = r.msg;
     if (msg.type === 'resync' && msg.target === this.peerId) {
       this.o.log.warn(`the coordinator asks us to resync: ${msg.reason}`);
-      this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(this.config!.roundTimeoutSec * 3_000 + 60_000), this.stopping.signal])));
+      this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(60_000), this.stopping.signal])));
     } else if (msg.type === 'round') this.onAnnounce(msg);
   }
 
   /** Heartbeats of other peers tell us where to reach them for averaging. */
   private onPeerGossip(data: Uint8Array, from: string): void {
     const r = decodeMessage(data, { runId: this.runId, configHash: this.hash, from });
-    if (!r.ok || r.msg.type !== 'heartbeat' || from === this.peerId || !this.admitted.has(from)) return;
+    if (!r.ok || r.msg.type !== 'heartbeat' || from === this.peerId) return;
     const addrs: Multiaddr[] = [];
     for (const a of r.msg.addrs) {
       try {
@@ -302,39 +290,18 @@ export class PeerRuntime {
   }
 
   private onAnnounce(a: RoundAnnounce): void {
-    if (a.round < this.round) {
-      // A retry of a round we already applied: the coordinator did not receive the whole average (a peer died
-      // after averaging with us but before reaching it). We are ahead of the run: rejoin, which ends the
-      // attempt at once, and take the coordinator's state. A re-announcement of the attempt we finished is not
-      // that, and is ignored.
-      const done = this.lastDone;
-      if (done && a.round === done.round && a.attempt > done.attempt && a.participants.includes(this.peerId) && !this.rejoining) {
-        this.rejoining = true;
-        this.o.log.warn(`round ${a.round} is being retried after we applied it: resyncing`);
-        this.enqueue(() => this.rejoin().finally(() => (this.rejoining = false)));
-      }
-      return;
-    }
+    if (a.round < this.round) return; // an old round (or a re-announcement of one we finished)
     for (const p of a.participants) this.admitted.add(p);
     const cur = this.current;
     if (cur && cur.round === a.round && cur.attempt >= a.attempt) return; // a re-announcement of what we run
     if (cur && cur.round === a.round && cur.attempt < a.attempt) cur.abort.abort(new Error(`superseded by attempt ${a.attempt}`));
     if (!a.participants.includes(this.peerId)) return;
-    // From now on the other participants' parts for this attempt are welcome, while we compute ours.
-    this.allreduce?.expect(a.round, a.attempt, a.participants, this.announcedWeights(a));
     const abort = new AbortController();
     this.current = { round: a.round, attempt: a.attempt, abort };
     this.enqueue(() => this.runRound(a, abort));
   }
 
   // ---------------------------------------------------------------- rounds
-
-  /** Each participant's reduce weight as the announcement fixes it (samples), checked on every frame. */
-  private announcedWeights(a: RoundAnnounce): number[] {
-    const c = this.config!;
-    const perMicro = c.train.microBatchSize * (c.mode === 'diloco' ? c.innerSteps : 1);
-    return a.microBatches.map((m) => m * perMicro);
-  }
 
   private batchSpec(): BatchSpec {
     const c = this.config!;
@@ -364,10 +331,10 @@ export class PeerRuntime {
   private async runRound(a: RoundAnnounce, abort: AbortController): Promise<void> {
     if (abort.signal.aborted || this.stopping.signal.aborted) return;
     if (a.round !== this.round || a.paramHash !== this.paramHash) {
-      // We are not at the state the round starts from: rejoin (which ends this attempt at the coordinator at
-      // once) and resync.
+      // We are not at the state the round starts from: leave (the coordinator retries at once) and rejoin.
       this.o.log.warn(`round ${a.round} starts from ${a.paramHash}, we hold ${this.paramHash} at round ${this.round}: resyncing`);
-      await this.rejoin();
+      await this.publish({ ...this.scoped(), type: 'leave', reason: 'out of sync' });
+      await this.join();
       return;
     }
     const index = a.participants.indexOf(this.peerId);
@@ -383,7 +350,7 @@ export class PeerRuntime {
     // others then answer on these connections.
     const connected = new Set(this.o.libp2p.getConnections().map((c) => c.remotePeer.toString()));
     await Promise.allSettled(a.participants.filter((p) => p !== this.peerId && !connected.has(p)).map((p) => this.o.libp2p.dial(peerIdFromString(p) as never, { signal })));
-    const avg = await this.allreduce!.run(a.round, a.attempt, a.participants, contribution.values, contribution.samples, [this.coordinator], signal, this.announcedWeights(a));
+    const avg = await this.allreduce!.run(a.round, a.attempt, a.participants, contribution.values, contribution.samples, [this.coordinator], signal);
     if (this.config!.mode === 'sync') {
       await this.replica!.apply(avg);
     } else {
@@ -397,7 +364,6 @@ export class PeerRuntime {
     const params = (await this.replica!.state()).params;
     this.paramHash = hashFloats(params);
     this.round = a.round + 1;
-    this.lastDone = { round: a.round, attempt: a.attempt };
     this.allreduce!.forgetBefore(this.round);
     this.contribution = undefined;
     this.roundsContributed++;

@@ -38,8 +38,6 @@ export async function serveState(
   isAdmitted: (peer: string) => boolean,
   provide: (peer: string) => Promise<RunState>,
   onReject: (reason: RejectReason, from: string, detail: string) => void,
-  /** Called once the whole state has been written to `peer`. */
-  onServed: (peer: string, round: number) => void = () => {},
 ): Promise<void> {
   const me = libp2p.peerId.toString();
   await libp2p.handle(STATE_PROTOCOL, async (stream: Stream, connection: Connection) => {
@@ -63,7 +61,6 @@ export async function serveState(
         }
       }
       await io.close();
-      onServed(from, s.round);
     } catch (err) {
       io.abort(err as Error);
     }

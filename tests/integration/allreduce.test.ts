@@ -20,7 +20,7 @@ afterEach(async () => {
 });
 
 function setup(n: number, size: number, admitted: (p: string) => boolean, round = 3) {
-  const rejects: Array<{ reason: RejectReason | 'late'; from: string }> = [];
+  const rejects: Array<{ reason: RejectReason; from: string }> = [];
   const services = nodes.slice(0, n).map(
     (node) =>
       new AllReduce({ libp2p: node, ...RUN, size, isAdmitted: admitted, currentRound: () => round, maxPartNorm: 1e4, onReject: (reason, from) => rejects.push({ reason, from }), log: silentLogger }),
@@ -102,50 +102,6 @@ describe('allreduce over libp2p streams', () => {
     expect(reasons).toEqual(expect.arrayContaining(['malformed', 'nonfinite', 'norm', 'run', 'sender', 'size', 'stale']));
     expect(rejects.every((r) => r.from === evil)).toBe(true);
   });
-
-  it('frames that are not what the round expects are refused without allocating: hijacked chunks, wrong lengths, weights, unknown attempts', async () => {
-    nodes = await startNodes(3);
-    const ids = nodes.map((n) => n.peerId.toString());
-    const [a, b, evil] = ids;
-    const size = 1000; // two chunks of 500
-    const { services, rejects } = setup(2, size, (p) => ids.includes(p), 5);
-    await Promise.all(services.map((s) => s.start()));
-    // Both honest peers know the round (and its announced weights) before any frame arrives.
-    for (const s of services) s.expect(5, 0, [a, b], [1, 3]);
-    const part = (over: Partial<TensorPart>): TensorPart => ({
-      v: PROTOCOL_VERSION, type: 'part', ...RUN, sender: evil, ts: Date.now(), round: 5, attempt: 0, phase: 'gather', chunk: 1, offset: 0, total: 500, weight: 1, values: new Float32Array(500).fill(0.25), ...over,
-    });
-    const send = async (frames: Uint8Array[]) => {
-      const stream = await nodes[2].dialProtocol(nodes[0].peerId, ALLREDUCE_PROTOCOL);
-      const lp = lpStream(stream);
-      for (const f of frames) await lp.write(f);
-      await stream.close().catch(() => {});
-    };
-    await send([
-      encodeMessage(part({})), // a gather part of b's chunk, from a non-owner, before b's own
-      encodeMessage(part({ phase: 'reduce', chunk: 0 })), // a reduce part from a non-participant
-      encodeMessage(part({ phase: 'gather', chunk: 1, total: 501, values: new Float32Array(501) })), // wrong length
-    ]);
-    // Unknown attempts: dropped as late (not counted against anyone), nothing allocated or evicted.
-    await send(Array.from({ length: 12 }, (_, i) => encodeMessage(part({ attempt: 100 + i, values: new Float32Array(500) }))));
-    // A participant that claims more weight than announced.
-    const liar = await nodes[1].dialProtocol(nodes[0].peerId, ALLREDUCE_PROTOCOL);
-    await lpStream(liar).write(encodeMessage({ ...part({ sender: b, phase: 'reduce', chunk: 0, weight: 1e30 }) }));
-    await liar.close().catch(() => {});
-    const va = Float32Array.from({ length: size }, (_, i) => i / size);
-    const vb = Float32Array.from({ length: size }, (_, i) => -i / size);
-    const signal = AbortSignal.timeout(30_000);
-    const [ra, rb] = await Promise.all([services[0].run(5, 0, [a, b], va, 1, [], signal, [1, 3]), services[1].run(5, 0, [a, b], vb, 3, [], signal, [1, 3])]);
-    const want = expectedMean([va, vb], [1, 3]);
-    ra.forEach((x, i) => expect(x).toBeCloseTo(want[i], 5));
-    expect(Buffer.compare(Buffer.from(ra.buffer), Buffer.from(rb.buffer))).toBe(0);
-    const structural = rejects.filter((r) => r.reason === 'structure');
-    expect(structural.filter((r) => r.from === evil).length).toBeGreaterThanOrEqual(3);
-    expect(structural.filter((r) => r.from === b)).toHaveLength(1); // only the inflated weight
-    // Frames of unknown attempts wait for an announcement a while, then are dropped as late.
-    for (const t0 = Date.now(); !rejects.some((r) => r.reason === 'late') && Date.now() - t0 < 25_000; ) await new Promise((r) => setTimeout(r, 100));
-    expect(rejects.filter((r) => r.reason === 'late').length).toBeGreaterThanOrEqual(1);
-  }, 60_000);
 
   it('an unreachable participant makes the round abort at its deadline (the coordinator then retries)', async () => {
     nodes = await startNodes(2);
