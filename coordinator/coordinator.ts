@@ -450,8 +450,10 @@ export class Coordinator {
     try {
       return await this.allreduce.observe(round, attempt, participants, signal);
     } catch (err) {
-      if (!(err instanceof AllReduceAbortedError)) throw err;
-      this.d.log.debug(`round ${round} attempt ${attempt}: ${err.message}`);
+      // Any failure of an attempt (a deadline, or a malformed chunk a peer managed to send) fails the attempt,
+      // never the round loop.
+      if (err instanceof AllReduceAbortedError) this.d.log.debug(`round ${round} attempt ${attempt}: ${err.message}`);
+      else this.d.log.warn(`round ${round} attempt ${attempt} failed: ${(err as Error).message}`);
       return undefined;
     } finally {
       clearInterval(timer);

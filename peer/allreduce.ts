@@ -13,7 +13,7 @@
  */
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { ALLREDUCE_PROTOCOL, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../protocol/index.ts';
+import { ALLREDUCE_PROTOCOL, MAX_PARTICIPANTS, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../protocol/index.ts';
 import { fanOut, framed } from './framed.ts';
 import type { Libp2pLike, Logger } from './types.ts';
 
@@ -145,6 +145,12 @@ export class AllReduce {
   }
 
   private accept(p: TensorPart, from: string): void {
+    // No chunk is longer than the whole vector, and no run has more chunks than participants allowed: a part
+    // claiming otherwise would make us allocate for nothing.
+    if (p.total > this.o.size || p.chunk >= MAX_PARTICIPANTS) {
+      this.o.onReject('structure', from, `part of chunk ${p.chunk} claims ${p.total} values (the vector has ${this.o.size})`);
+      return;
+    }
     const s = this.state(p.round, p.attempt);
     const target = p.phase === 'reduce' ? s.reduce : s.gather;
     const key = p.phase === 'reduce' ? from : p.chunk;
