@@ -11,6 +11,7 @@ import { BACKENDS, selectBackend } from '../node/backend.ts';
 import { resolveData } from '../node/data/data-source.ts';
 import { UsageError } from '../node/errors.ts';
 import { createPeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
+import { parseListen } from '../node/p2p/listen.ts';
 import { configHash, validateRunConfig, type RunConfig } from '../peer/run-config.ts';
 import { systemClock, type Logger } from '../peer/types.ts';
 import { Coordinator } from './coordinator.ts';
@@ -107,7 +108,7 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
   } else {
     const fresh = await newRun(flags, log);
     dataDir = fresh.dataDir;
-    info = { runId: newRunId(), token: newToken(), config: fresh.config, dataDir, listen: String(flags.listen).split(','), httpPort: Number(flags['http-port']), createdAt: new Date().toISOString() };
+    info = { runId: newRunId(), token: newToken(), config: fresh.config, dataDir, listen: parseListen(String(flags.listen)), httpPort: Number(flags['http-port']), createdAt: new Date().toISOString() };
   }
   const data = await resolveData(dataDir, (m) => log.info(m));
   const hash = await configHash(info.config);

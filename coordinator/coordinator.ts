@@ -12,7 +12,7 @@ import type { Connection, Stream } from '@libp2p/interface';
 import * as tf from '@tensorflow/tfjs-core';
 import { hashFloats } from '../engine/averaging.ts';
 import { validationBatches, type BatchSpec } from '../engine/data/batches.ts';
-import { generate } from '../engine/generate.ts';
+import { generate, heldOutPrompt } from '../engine/generate.ts';
 import { buildManifest, sliceFlat } from '../engine/flat.ts';
 import { parameterSpecs } from '../engine/model.ts';
 import { OuterNesterov } from '../engine/outer-optimizer.ts';
@@ -526,10 +526,8 @@ export class Coordinator {
     if (this.config.model.objective !== 'causal') return '';
     if (this.isDiloco) this.trainer.importParams(this.globalParams!);
     const tok = this.d.data.tokenizer;
-    const first = Array.from(this.d.data.val.data.subarray(0, 16));
-    const cut = first.indexOf(tok.eosId);
-    const prompt = cut > 0 ? first.slice(0, cut) : first.filter((t) => t !== tok.eosId);
-    const ids = await generate(this.config.model, this.trainer.params, prompt.length ? prompt : [0], { maxNewTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: 1 }, tok.maskId);
+    const prompt = heldOutPrompt(this.d.data.val, tok.eosId);
+    const ids = await generate(this.config.model, this.trainer.params, prompt, { maxNewTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: 1 }, tok.maskId);
     return tok.decode([...prompt, ...ids]);
   }
 

@@ -74,6 +74,17 @@ export function validateSampleOptions(o: SampleOptions): void {
   if (!(o.topP > 0 && o.topP <= 1)) throw new ConfigError('topP must be in (0, 1]', 'topP');
 }
 
+/**
+ * A prompt for samples: the opening (up to 16 tokens) of a held-out sequence, cut at its first document
+ * separator, so a sample continues real text.
+ */
+export function heldOutPrompt(sequences: { data: Int32Array; length: number }, eosId: number): number[] {
+  const first = Array.from(sequences.data.subarray(0, Math.min(16, sequences.length)));
+  const cut = first.indexOf(eosId);
+  const prompt = cut > 0 ? first.slice(0, cut) : first.filter((id) => id !== eosId);
+  return prompt.length ? prompt : [0];
+}
+
 /** Continues `prompt` by up to maxNewTokens ids; returns only the new ids. `exclude` (e.g. [MASK]) is never sampled. */
 export async function generate(c: ModelConfig, params: ParamMap, prompt: ArrayLike<number>, o: SampleOptions, exclude = -1): Promise<number[]> {
   validateSampleOptions(o);

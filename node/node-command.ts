@@ -13,6 +13,7 @@ import { BACKENDS, selectBackend } from './backend.ts';
 import { ReplicaGroup } from './cluster/replica-group.ts';
 import { UsageError } from './errors.ts';
 import { createPeertrainLibp2p } from './p2p/create-libp2p.ts';
+import { parseListen } from './p2p/listen.ts';
 
 const FLAGS: Record<string, FlagSpec> = {
   join: { type: 'string', help: 'the coordinator\'s multiaddr (repeat with commas for several)' },
@@ -68,7 +69,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const probe = await selectBackend(String(flags.backend));
   const cpuLike = probe.name === 'wasm' || probe.name === 'cpu';
   const workers = Number(flags.workers ?? (cpuLike ? Math.min(availableParallelism(), 8) : 1));
-  const libp2p = await createPeertrainLibp2p({ listen: String(flags.listen).split(',') });
+  const libp2p = await createPeertrainLibp2p({ listen: parseListen(String(flags.listen)) });
   const log = logger(Boolean(flags.quiet), `[${libp2p.peerId.toString().slice(-6)}]`);
   log.info(`backend ${probe.name} (${probe.detail}) × ${workers} worker${workers > 1 ? 's' : ''}`);
 

@@ -8,8 +8,7 @@
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { hashFloats } from '../engine/averaging.ts';
-import { packedSequences, type BatchSpec, type PackedSequences } from '../engine/data/batches.ts';
-import { samplePackedBatch } from '../engine/data/batches.ts';
+import { packedSequences, samplePackedBatch, type BatchSpec, type PackedSequences } from '../engine/data/batches.ts';
 import { decodeShard } from '../engine/data/shards.ts';
 import { OuterNesterov, pseudoGradient } from '../engine/outer-optimizer.ts';
 import { mixSeed } from '../engine/rng.ts';

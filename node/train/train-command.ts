@@ -8,6 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { architectureDifference, countParams, DEFAULT_TRAIN, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig, type TrainConfig } from '../../engine/config.ts';
 import { stepBatches, validationBatches, type BatchSpec } from '../../engine/data/batches.ts';
+import { heldOutPrompt } from '../../engine/generate.ts';
 import { describeTokenizer, sameTokenizer, type TokenizerJSON } from '../../engine/data/tokenizers/index.ts';
 import { ArchitectureMismatchError, ConfigError, DataError } from '../../engine/errors.ts';
 import { buildManifest } from '../../engine/flat.ts';
@@ -265,11 +266,8 @@ export async function trainCommand(argv: string[]): Promise<number> {
     let sample: string | undefined;
     const sampleTokens = Number(flags['sample-tokens']);
     if (sampleTokens > 0 && model.objective === 'causal') {
-      // Prompt: the opening of a held-out sequence, up to its first separator.
-      const first = Array.from(data.val.data.subarray(0, Math.min(16, data.val.length)));
-      const cut = first.indexOf(tokenizer.eosId);
-      const prompt = cut > 0 ? first.slice(0, cut) : first.filter((id) => id !== tokenizer.eosId);
-      const ids = await group.generate(prompt.length ? prompt : [0], { maxNewTokens: sampleTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: train.seed }, tokenizer.maskId);
+      const prompt = heldOutPrompt(data.val, tokenizer.eosId);
+      const ids = await group.generate(prompt, { maxNewTokens: sampleTokens, temperature: 0.8, topK: 40, topP: 0.95, seed: train.seed }, tokenizer.maskId);
       sample = tokenizer.decode([...prompt, ...ids]);
       progress.log(`sample: ${sample}`);
     }

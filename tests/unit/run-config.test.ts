@@ -30,3 +30,12 @@ describe('run config helpers', () => {
     expect(canonicalJson({ a: 1 })).not.toBe(canonicalJson({ a: 2 }));
   });
 });
+
+describe('--listen flag', () => {
+  it('accepts multiaddrs and names the one that is not', async () => {
+    const { parseListen } = await import('../../node/p2p/listen.ts');
+    expect(parseListen('/ip4/127.0.0.1/tcp/0, /ip4/127.0.0.1/tcp/0/ws')).toEqual(['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']);
+    expect(() => parseListen('/ip4/nope')).toThrow(/--listen: "\/ip4\/nope" is not a multiaddr/);
+    expect(() => parseListen(' , ')).toThrow(/at least one multiaddr/);
+  });
+});
