@@ -12,7 +12,7 @@ import { resolveData } from '../node/data/data-source.ts';
 import { UsageError } from '../node/errors.ts';
 import { createPeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
 import { parseListen } from '../node/p2p/listen.ts';
-import { configHash, validateRunConfig, type RunConfig } from '../peer/run-config.ts';
+import { configHash, validatePipelineConfig, validateRunConfig, type PipelineConfig, type RunConfig } from '../peer/run-config.ts';
 import { systemClock, type Logger } from '../peer/types.ts';
 import { Coordinator } from './coordinator.ts';
 import { startHttpServer } from './http-server.ts';
@@ -31,6 +31,9 @@ export const COORDINATOR_FLAGS: Record<string, FlagSpec> = {
   'micro-batch': { type: 'int', help: 'sequences per micro-batch (the unit handed to peers)', min: 1, default: 4 },
   seq: { type: 'int', help: 'tokens per sequence', min: 2, default: 128 },
   lr: { type: 'number', help: 'peak learning rate', default: 1e-3 },
+  stages: { type: 'string', help: 'pipeline parallelism: split the model into N stages, or "auto" (fewest that fit the peers\' memory); omit for data parallelism' },
+  'activation-dtype': { type: 'string', help: 'pipeline: how activations travel between stages', choices: ['float32', 'float16'], default: 'float32' },
+  'max-in-flight': { type: 'int', help: 'pipeline: micro-batches a first-stage peer keeps in flight (default: 2 x stages)', min: 1 },
   rounds: { type: 'int', help: 'stop after this many rounds (default: run until stopped)', min: 1 },
   'round-timeout': { type: 'number', help: 'seconds before a stalled round is retried without its stragglers', default: 60 },
   listen: { type: 'string', help: 'comma-separated multiaddrs to listen on', default: '/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/tcp/0/ws' },
@@ -64,7 +67,7 @@ function readJsonConfig(path: string): Record<string, unknown> {
 
 async function newRun(flags: Record<string, unknown>, log: Logger): Promise<{ config: RunConfig; dataDir: string }> {
   const file = flags.config ? readJsonConfig(String(flags.config)) : {};
-  const allowed = ['model', 'train', 'mode', 'innerSteps', 'outer', 'roundTimeoutSec', 'maxPartNorm', 'evalEvery', 'checkpointEvery'];
+  const allowed = ['model', 'train', 'mode', 'innerSteps', 'outer', 'roundTimeoutSec', 'maxPartNorm', 'evalEvery', 'checkpointEvery', 'pipeline'];
   const unknown = Object.keys(file).find((k) => !allowed.includes(k));
   if (unknown) throw new ConfigError(`${flags.config}: unknown key "${unknown}" (allowed: ${allowed.join(', ')})`, unknown);
   const data = await resolveData(flags.data as string | undefined, (m) => log.info(m));
@@ -86,8 +89,33 @@ async function newRun(flags: Record<string, unknown>, log: Logger): Promise<{ co
     evalEvery: file.evalEvery ?? 10,
     checkpointEvery: file.checkpointEvery ?? 10,
     data: data.manifest,
+    ...pipelineFrom(flags, file, model.nLayer + 2),
   });
   return { config, dataDir: data.dir };
+}
+
+/** The pipeline section from --stages (and its companions) or the config file; none: data parallelism. */
+function pipelineFrom(flags: Record<string, unknown>, file: Record<string, unknown>, parts: number): { pipeline?: PipelineConfig } {
+  const fromFile = file.pipeline as Partial<PipelineConfig> | undefined;
+  if (flags.stages === undefined && fromFile === undefined) return {};
+  let stages: number | 'auto' | undefined = fromFile?.stages;
+  if (flags.stages !== undefined) {
+    const raw = String(flags.stages);
+    if (raw === 'auto') stages = 'auto';
+    else if (/^\d+$/.test(raw)) stages = Number(raw);
+    else throw new UsageError(`--stages: expected "auto" or a number of stages, got ${JSON.stringify(raw)}`);
+  }
+  const n = typeof stages === 'number' ? stages : 2;
+  return {
+    pipeline: validatePipelineConfig(
+      {
+        stages: stages ?? 'auto',
+        activationDtype: flags['activation-dtype'] !== 'float32' ? flags['activation-dtype'] : (fromFile?.activationDtype ?? 'float32'),
+        maxInFlight: flags['max-in-flight'] ?? fromFile?.maxInFlight ?? Math.min(64, 2 * n),
+      },
+      parts,
+    ),
+  };
 }
 
 export async function coordinatorCommand(argv: string[]): Promise<number> {
@@ -102,7 +130,7 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
   let info = readRunInfo(runDir);
   let dataDir: string;
   if (info) {
-    if (flags.config || flags.data) throw new UsageError(`${runDir} already holds run ${info.runId}; its config and data cannot change (start a new run with another --run-dir)`);
+    if (flags.config || flags.data || flags.stages !== undefined) throw new UsageError(`${runDir} already holds run ${info.runId}; its config and data cannot change (start a new run with another --run-dir)`);
     dataDir = info.dataDir;
     log.info(`restarting run ${info.runId} from ${runDir}`);
   } else {
@@ -139,7 +167,8 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
   writeRunInfo(runDir, info);
   const multiaddrs = libp2p.getMultiaddrs().map((a) => a.toString());
   writeJoinFile(runDir, multiaddrs, info.token, http.url);
-  console.error(`run ${info.runId} (${info.config.mode}, ${info.config.model.nLayer} layers × ${info.config.model.nEmbd}) — config ${hash.slice(0, 12)}`);
+  const parallelism = info.config.pipeline ? `pipeline, ${info.config.pipeline.stages} stages, ${info.config.pipeline.activationDtype} activations` : info.config.mode;
+  console.error(`run ${info.runId} (${parallelism}, ${info.config.model.nLayer} layers × ${info.config.model.nEmbd}) — config ${hash.slice(0, 12)}`);
   console.error(`join with:\n${multiaddrs.map((a) => `  peertrain node --join ${a} --token ${info!.token}`).join('\n')}`);
   console.error(`status: ${http.url}api/status (also written to ${paths(runDir).join})`);
   coordinator.emitter.addEventListener('round:done', (e) => {

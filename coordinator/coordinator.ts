@@ -29,6 +29,7 @@ import type { Clock, Logger } from '../peer/types.ts';
 import { serveData } from '../peer/data-sync.ts';
 import { paths, type RunInfo } from './run-dir.ts';
 import type { RunStore } from './run-store.ts';
+import { PipelineRounds } from './pipeline-rounds.ts';
 
 /** A peer that sends this many rejected messages is banned from the run. */
 const BAN_AFTER_REJECTIONS = 20;
@@ -49,6 +50,10 @@ export interface Member {
   /** The round this peer's state is known to match; it may participate only in that round. */
   syncedRound: number;
   rejections: number;
+  /** Memory it offers for the model (MiB), for the pipeline planner. */
+  memoryMB: number;
+  /** Pipeline runs: the model parts whose state it was last given. */
+  holds?: { from: number; to: number };
 }
 
 export interface CoordinatorDeps {
@@ -73,34 +78,37 @@ export interface RoundRecord {
 export class Coordinator {
   readonly members = new Map<string, Member>();
   round = 0;
-  private readonly config: RunConfig;
-  private readonly me: string;
+  // Fields and methods without `private` are shared with pipeline-rounds.ts (the pipeline's round loop).
+  readonly config: RunConfig;
+  readonly me: string;
   private readonly allreduce: AllReduce;
-  private readonly trainer: Trainer;
+  readonly trainer: Trainer;
   private outer?: OuterNesterov;
   /** DiLoCo's global parameters (sync mode keeps them in the trainer). */
   private globalParams?: Float32Array;
   private paramHash = '';
   private readonly hashAfter = new Map<number, string>();
-  private readonly doneLosses = new Map<number, Array<{ loss: number; samples: number }>>();
+  readonly doneLosses = new Map<number, Array<{ loss: number; samples: number }>>();
   /** Participants of recently finished rounds, and their validation losses, until every report is in. */
-  private readonly participantsOf = new Map<number, number>();
+  readonly participantsOf = new Map<number, number>();
   private readonly valLossOf = new Map<number, number>();
   private readonly stateQueue: Array<{ peer: string; resolve: (s: RunState) => void; reject: (e: Error) => void }> = [];
-  private readonly abort = new AbortController();
-  private roundAbort?: AbortController;
-  private currentParticipants: string[] = [];
+  readonly abort = new AbortController();
+  roundAbort?: AbortController;
+  currentParticipants: string[] = [];
   /** Participants named as the cause when the round in flight was abandoned. */
-  private readonly failedPeers = new Set<string>();
+  readonly failedPeers = new Set<string>();
   private loop?: Promise<void>;
   private wake?: () => void;
   private lastEvalRound = -1;
   /** How many times this run's coordinator has started (persisted): keeps attempt numbers unique. */
   private epoch = 0;
-  private nextAttempt = 0;
+  nextAttempt = 0;
+  /** Pipeline runs: planning, routing and the round loop. */
+  private readonly pipeline?: PipelineRounds;
   private readonly events = new EventTarget();
 
-  constructor(private readonly d: CoordinatorDeps) {
+  constructor(readonly d: CoordinatorDeps) {
     this.config = d.info.config;
     this.me = d.libp2p.peerId.toString();
     this.trainer = new Trainer(this.config.model, this.config.train);
@@ -115,6 +123,7 @@ export class Coordinator {
       onReject: (reason, from, detail) => this.reject(reason, from, detail),
       log: d.log,
     });
+    if (this.config.pipeline) this.pipeline = new PipelineRounds(this);
   }
 
   /** Emits 'round:done' (detail: RoundRecord) and 'peer:joined' / 'peer:left' (detail: peer id). */
@@ -138,6 +147,7 @@ export class Coordinator {
     libp2p.services.pubsub.subscribe(TOPIC_CONTROL);
     libp2p.services.pubsub.addEventListener('message', (evt) => this.onGossip(evt.detail));
     libp2p.addEventListener('peer:disconnect', (evt) => this.onDisconnect(evt.detail.toString()));
+    this.pipeline?.start();
     this.loop = this.runLoop().catch((err) => this.d.log.warn(`round loop stopped: ${(err as Error).stack ?? err}`));
   }
 
@@ -150,6 +160,7 @@ export class Coordinator {
     await this.loop;
     if (o.checkpoint) await this.checkpoint();
     await this.allreduce.stop();
+    await this.pipeline?.stop();
     this.trainer.dispose();
   }
 
@@ -195,12 +206,13 @@ export class Coordinator {
 
   private async currentState(): Promise<RunState> {
     const params = await this.currentParams();
-    if (this.isDiloco) return { round: this.round, step: this.round, params, optimizer: this.outer!.velocity };
+    const whole = { stageFrom: 0, stageTo: this.config.model.nLayer + 2 };
+    if (this.isDiloco) return { round: this.round, step: this.round, params, optimizer: this.outer!.velocity, ...whole };
     const s = await this.trainer.optimizer.exportState();
     const optimizer = new Float32Array(s.m.length + s.v.length);
     optimizer.set(s.m);
     optimizer.set(s.v, s.m.length);
-    return { round: this.round, step: s.step, params, optimizer };
+    return { round: this.round, step: s.step, params, optimizer, ...whole };
   }
 
   async checkpoint(): Promise<void> {
@@ -231,8 +243,23 @@ export class Coordinator {
   }
 
   /** Hands out state between rounds: the peer then holds exactly the state of the round about to start. */
-  private async serveQueuedState(): Promise<void> {
+  async serveQueuedState(): Promise<void> {
     if (this.stateQueue.length === 0) return;
+    if (this.pipeline) {
+      // Each stage peer gets the stage the plan gives it.
+      for (const q of this.stateQueue.splice(0)) {
+        try {
+          const state = await this.pipeline.stateFor(q.peer);
+          const m = this.members.get(q.peer);
+          if (m) m.syncedRound = this.round;
+          q.resolve(state);
+        } catch (err) {
+          this.d.log.warn((err as Error).message);
+          q.reject(err as Error);
+        }
+      }
+      return;
+    }
     const state = await this.currentState();
     for (const q of this.stateQueue.splice(0)) {
       const m = this.members.get(q.peer);
@@ -275,7 +302,7 @@ export class Coordinator {
       this.d.store.setShards(from, shards);
       // A rejoin keeps its rejection count: no dodging a ban by rejoining.
       const before = this.members.get(from);
-      this.members.set(from, { id: from, slot, kind: join.kind, backend: join.backend, tokensPerSec: join.tokensPerSec, lastSeen: now, syncedRound: -1, rejections: before?.rejections ?? 0 });
+      this.members.set(from, { id: from, slot, kind: join.kind, backend: join.backend, tokensPerSec: join.tokensPerSec, lastSeen: now, syncedRound: -1, rejections: before?.rejections ?? 0, memoryMB: join.memoryMB });
       await io.write({ v: PROTOCOL_VERSION, type: 'welcome', runId: this.d.info.runId, configHash: this.d.configHash, sender: this.me, ts: now, config: this.config as unknown as Record<string, unknown>, round: this.round, slot, shards });
       await io.close();
       this.d.log.info(`peer ${from.slice(-8)} joined (slot ${slot}, ${join.kind}, ${join.backend}, ${join.tokensPerSec.toFixed(0)} tok/s, ${shards.length} shard(s))`);
@@ -300,11 +327,11 @@ export class Coordinator {
     this.roundAbort?.abort(new Error(`participant ${peer.slice(-8)} ${why}`));
   }
 
-  private isConnected(peer: string): boolean {
+  isConnected(peer: string): boolean {
     return this.d.libp2p.getConnections().some((c) => c.remotePeer.toString() === peer && c.status === 'open');
   }
 
-  private reject(reason: RejectReason | string, from: string, detail: string): void {
+  reject(reason: RejectReason | string, from: string, detail: string): void {
     this.d.store.countRejection(reason);
     this.d.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`);
     const m = this.members.get(from);
@@ -334,7 +361,7 @@ export class Coordinator {
       case 'done': {
         const done = r.msg;
         this.recordLoss(done.round, done.loss, done.samples);
-        const expected = this.hashAfter.get(done.round);
+        const expected = this.pipeline ? this.pipeline.expectedHash(done.round, from) : this.hashAfter.get(done.round);
         if (expected && expected !== done.paramHash) this.resync(from, `parameter hash ${done.paramHash} after round ${done.round}, expected ${expected}`);
         break;
       }
@@ -348,14 +375,14 @@ export class Coordinator {
     }
   }
 
-  private resync(peer: string, reason: string): void {
+  resync(peer: string, reason: string): void {
     const m = this.members.get(peer);
     if (m) m.syncedRound = -1;
     this.d.log.warn(`peer ${peer.slice(-8)} out of sync (${reason}): asking it to resync`);
     void this.publish({ v: PROTOCOL_VERSION, type: 'resync', runId: this.d.info.runId, configHash: this.d.configHash, sender: this.me, ts: this.d.clock.now(), target: peer, reason });
   }
 
-  private async publish(msg: Message): Promise<void> {
+  async publish(msg: Message): Promise<void> {
     try {
       await this.d.libp2p.services.pubsub.publish(TOPIC_CONTROL, encodeMessage(msg));
     } catch (err) {
@@ -365,7 +392,7 @@ export class Coordinator {
 
   // ---------------------------------------------------------------- rounds
 
-  private sleep(ms: number): Promise<void> {
+  sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const t = setTimeout(resolve, ms);
       this.wake = () => {
@@ -375,7 +402,7 @@ export class Coordinator {
     });
   }
 
-  private readyParticipants(): Member[] {
+  readyParticipants(): Member[] {
     const now = this.d.clock.now();
     for (const m of [...this.members.values()]) {
       if (!this.isConnected(m.id) && now - m.lastSeen > SILENCE_MS) {
@@ -388,6 +415,7 @@ export class Coordinator {
   }
 
   private async runLoop(): Promise<void> {
+    if (this.pipeline) return this.pipeline.loop();
     while (!this.abort.signal.aborted && (this.d.maxRounds === undefined || this.round < this.d.maxRounds)) {
       await this.serveQueuedState();
       let participants = this.readyParticipants();
@@ -488,6 +516,19 @@ export class Coordinator {
     if ((round + 1) % this.config.checkpointEvery === 0) await this.checkpoint();
   }
 
+  /** Book-keeping of a committed pipeline round (the pipeline has already stepped the trainer). */
+  async finishPipelineRound(participants: Member[], contributions: Array<{ peer: string; samples: number; loss: null; stage: number }>, tokens: number): Promise<void> {
+    const round = this.round;
+    this.round = round + 1;
+    for (const m of participants) if (this.members.has(m.id)) m.syncedRound = this.round;
+    const early = this.doneLosses.get(round) ?? [];
+    const earlySamples = early.reduce((a, r) => a + r.samples, 0);
+    const earlyLoss = earlySamples ? early.reduce((a, r) => a + r.loss * r.samples, 0) / earlySamples : null;
+    this.d.store.recordRound(round, contributions, { loss: earlyLoss, valLoss: null, tokens, participants: participants.length, at: this.d.clock.now() });
+    if ((round + 1) % this.config.evalEvery === 0) await this.evaluate(round);
+    if ((round + 1) % this.config.checkpointEvery === 0) await this.checkpoint();
+  }
+
   /**
    * A finished round's training loss is the sample-weighted mean of its participants' reports, which arrive
    * just after the round; 'round:done' fires when the last one is in.
@@ -550,6 +591,7 @@ export class Coordinator {
       rejected: this.d.store.rejections(),
       lastEvalRound: this.lastEvalRound,
       multiaddrs: this.d.libp2p.getMultiaddrs().map((a) => a.toString()),
+      ...(this.pipeline ? { pipeline: this.pipeline.status() } : {}),
     };
   }
 }

@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS peers (
   lastSeen INTEGER NOT NULL, banned INTEGER NOT NULL DEFAULT 0, shards TEXT);
 CREATE TABLE IF NOT EXISTS contributions (
   round INTEGER NOT NULL, peer TEXT NOT NULL, samples INTEGER NOT NULL, loss REAL, at INTEGER NOT NULL,
-  PRIMARY KEY (round, peer));
+  stage INTEGER, PRIMARY KEY (round, peer));
 CREATE TABLE IF NOT EXISTS history (
   round INTEGER PRIMARY KEY, loss REAL, valLoss REAL, tokens INTEGER NOT NULL,
   participants INTEGER NOT NULL, at INTEGER NOT NULL);
@@ -53,6 +53,9 @@ export class RunStore {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.exec(SCHEMA);
+    // Run directories made before pipeline stages were recorded get the column (null: data parallelism).
+    const columns = this.db.prepare('PRAGMA table_info(contributions)').all() as Array<{ name: string }>;
+    if (!columns.some((c) => c.name === 'stage')) this.db.exec('ALTER TABLE contributions ADD COLUMN stage INTEGER');
   }
 
   getMeta(key: string): string | undefined {
@@ -99,12 +102,12 @@ export class RunStore {
   }
 
   /** Records a finished round: one row per contributor, the metrics, and the contributors' counters. */
-  recordRound(round: number, contributions: Array<{ peer: string; samples: number; loss: number | null }>, h: Omit<HistoryRow, 'round'>): void {
+  recordRound(round: number, contributions: Array<{ peer: string; samples: number; loss: number | null; stage?: number }>, h: Omit<HistoryRow, 'round'>): void {
     const tx = this.db.transaction(() => {
-      const ins = this.db.prepare('INSERT OR REPLACE INTO contributions (round, peer, samples, loss, at) VALUES (?, ?, ?, ?, ?)');
+      const ins = this.db.prepare('INSERT OR REPLACE INTO contributions (round, peer, samples, loss, at, stage) VALUES (?, ?, ?, ?, ?, ?)');
       const inc = this.db.prepare('UPDATE peers SET roundsContributed = roundsContributed + 1 WHERE id = ?');
       for (const c of contributions) {
-        ins.run(round, c.peer, c.samples, c.loss, h.at);
+        ins.run(round, c.peer, c.samples, c.loss, h.at, c.stage ?? null);
         inc.run(c.peer);
       }
       this.db

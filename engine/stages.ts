@@ -25,6 +25,8 @@ export interface StageGradients {
   /** Gradient w.r.t. the stage input (undefined for the embedding stage, whose input is token ids). */
   gradInput?: tf.Tensor3D;
   paramGrads: ParamMap;
+  /** The last stage's loss, computed on the way (the caller owns it); undefined for other stages. */
+  loss?: tf.Scalar;
 }
 
 /** Splits the nLayer + 2 parts into `stages` contiguous ranges of near-equal part counts. */
@@ -102,10 +104,13 @@ export class Stage {
       return this.forward(local, differentiableInput ? xs[0] : input, targets);
     };
     const xs = differentiableInput ? [input, ...wrt] : wrt;
-    const grads = tf.grads(f)(xs, gradOutput);
+    const { value, grads } = tf.valueAndGrads(f)(xs, gradOutput);
     const paramGrads: ParamMap = {};
     const offset = differentiableInput ? 1 : 0;
     names.forEach((n, k) => (paramGrads[n] = grads[k + offset]));
-    return { gradInput: differentiableInput ? (grads[0] as tf.Tensor3D) : undefined, paramGrads };
+    let loss: tf.Scalar | undefined;
+    if (this.isLast) loss = value as tf.Scalar;
+    else value.dispose();
+    return { gradInput: differentiableInput ? (grads[0] as tf.Tensor3D) : undefined, paramGrads, loss };
   }
 }

@@ -3,7 +3,7 @@
  * fetches and verifies the data, syncs the current parameters, measures its speed and contributes to every
  * round, using all cores through replica workers on CPU backends.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, totalmem } from 'node:os';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { PeerRuntime, type PeerReplica } from '../peer/peer.ts';
 import type { RunConfig } from '../peer/run-config.ts';
@@ -20,6 +20,7 @@ const FLAGS: Record<string, FlagSpec> = {
   token: { type: 'string', help: 'the run\'s join token (or the PEERTRAIN_TOKEN environment variable)' },
   backend: { type: 'string', help: 'TF.js backend', choices: ['auto', ...BACKENDS], default: 'auto' },
   workers: { type: 'int', help: 'replica workers (default: one per core on wasm/cpu, 1 on a GPU)', min: 1 },
+  memory: { type: 'int', help: 'memory offered for the model in MiB (pipeline runs give this peer a stage that fits; default: a quarter of RAM, at most 4096 on wasm)', min: 16 },
   listen: { type: 'string', help: 'comma-separated multiaddrs to listen on', default: '/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/tcp/0/ws' },
   quiet: { type: 'boolean', help: 'log warnings only' },
   help: { type: 'boolean', help: 'show this help' },
@@ -69,6 +70,8 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   const probe = await selectBackend(String(flags.backend));
   const cpuLike = probe.name === 'wasm' || probe.name === 'cpu';
   const workers = Number(flags.workers ?? (cpuLike ? Math.min(availableParallelism(), 8) : 1));
+  // The wasm heap cannot grow past 4 GiB, whatever the machine has.
+  const memoryMB = Number(flags.memory ?? Math.min(Math.floor(totalmem() / 4 / 2 ** 20), cpuLike ? 4096 : Infinity));
   const libp2p = await createPeertrainLibp2p({ listen: parseListen(String(flags.listen)) });
   const log = logger(Boolean(flags.quiet), `[${libp2p.peerId.toString().slice(-6)}]`);
   log.info(`backend ${probe.name} (${probe.detail}) × ${workers} worker${workers > 1 ? 's' : ''}`);
@@ -85,6 +88,11 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     makeReplica: async (config: RunConfig) => {
       return groupReplica(await ReplicaGroup.start({ workers, backend: probe.name, model: config.model, train: config.train }));
     },
+    memoryMB,
+    onStageProgress: (p) =>
+      log.info(
+        `round ${p.round} | stage ${p.stage + 1}/${p.stages}${Number.isNaN(p.loss) ? '' : ` | loss ${p.loss.toFixed(4)}`} | ${p.microBatches} micro-batches | busy ${p.busyMs.toFixed(0)} of ${p.windowMs.toFixed(0)} ms | sent ${(p.activationBytes / 1024).toFixed(0)} KiB | params ${p.paramHash}`,
+      ),
     onProgress: (p) => log.info(`round ${p.round} | loss ${p.loss.toFixed(4)} | ${p.tokensPerSec >= 1000 ? `${(p.tokensPerSec / 1000).toFixed(1)}k` : p.tokensPerSec.toFixed(0)} tok/s | ${p.peers} peer${p.peers > 1 ? 's' : ''} in the round | params ${p.paramHash}`),
   });
 

@@ -26,8 +26,10 @@ export interface AllReduceOptions {
   libp2p: Libp2pLike;
   runId: string;
   configHash: string;
-  /** Elements of the averaged vector (the parameter count). */
+  /** Most elements of an averaged vector (the parameter count): a contribution or part claiming more is refused. */
   size: number;
+  /** The stream protocol (default ALLREDUCE_PROTOCOL; pipeline stages average on their own group's protocol). */
+  protocol?: string;
   /** Whether a peer may send us parts (admitted members of the run). */
   isAdmitted: (peerId: string) => boolean;
   /** The round this peer is at: parts of older rounds are replays ('stale'). */
@@ -53,19 +55,21 @@ const ADMISSION_GRACE_MS = 5_000;
 export class AllReduce {
   private readonly rounds = new Map<string, Incoming>();
   private readonly me: string;
+  private readonly protocol: string;
   /** Bytes this peer sent in averaging frames (bench and status). */
   bytesSent = 0;
 
   constructor(private readonly o: AllReduceOptions) {
     this.me = o.libp2p.peerId.toString();
+    this.protocol = o.protocol ?? ALLREDUCE_PROTOCOL;
   }
 
   async start(): Promise<void> {
-    await this.o.libp2p.handle(ALLREDUCE_PROTOCOL, (stream, connection) => this.onStream(stream, connection), { maxInboundStreams: 256 });
+    await this.o.libp2p.handle(this.protocol, (stream, connection) => this.onStream(stream, connection), { maxInboundStreams: 256 });
   }
 
   async stop(): Promise<void> {
-    await this.o.libp2p.unhandle(ALLREDUCE_PROTOCOL);
+    await this.o.libp2p.unhandle(this.protocol);
     for (const r of this.rounds.values()) for (const w of r.changed) w();
     this.rounds.clear();
   }
@@ -173,7 +177,7 @@ export class AllReduce {
   private async dial(to: string, signal: AbortSignal): Promise<Stream> {
     for (let delay = 100; ; delay = Math.min(1_000, delay * 2)) {
       try {
-        return await this.o.libp2p.dialProtocol(peerIdFromString(to), ALLREDUCE_PROTOCOL, { signal });
+        return await this.o.libp2p.dialProtocol(peerIdFromString(to), this.protocol, { signal });
       } catch (err) {
         if (signal.aborted) throw new AllReduceAbortedError(`could not reach ${to.slice(-8)}: ${(err as Error).message}`);
         this.o.log.debug(`dial ${to.slice(-8)} failed (${(err as Error).name}); retrying`);
@@ -237,9 +241,10 @@ export class AllReduce {
     const P = participants.length;
     const mine = participants.indexOf(this.me);
     if (mine < 0) throw new Error('allreduce: this peer is not a participant');
-    if (values.length !== this.o.size) throw new Error(`allreduce: contribution has ${values.length} values, expected ${this.o.size}`);
+    if (values.length > this.o.size || values.length < P) throw new Error(`allreduce: contribution has ${values.length} values, expected ${P} to ${this.o.size}`);
+    const size = values.length;
     const s = this.state(round, attempt);
-    const result = new Float32Array(this.o.size);
+    const result = new Float32Array(size);
     // Reduce: our slice of every other owner's chunk.
     // Sends run in the background; a failure there shows up as a chunk that never completes (and, on the
     // owner's side, as a round the coordinator retries), so it is logged here, never left unhandled.
@@ -247,10 +252,10 @@ export class AllReduce {
     const child = fanOut(signal);
     const sends = participants.map((owner, j) => {
       if (j === mine) return Promise.resolve();
-      const { start, end } = chunkBounds(this.o.size, P, j);
+      const { start, end } = chunkBounds(size, P, j);
       return background(this.send(owner, this.parts(round, attempt, 'reduce', j, values.subarray(start, end), weight), child()), `reduce to ${owner.slice(-8)}`);
     });
-    const own = chunkBounds(this.o.size, P, mine);
+    const own = chunkBounds(size, P, mine);
     const ownLen = own.end - own.start;
     const others = participants.filter((p) => p !== this.me);
     await this.wait(s, () => others.every((p) => s.reduce.get(p)?.filled === ownLen), signal);
@@ -273,14 +278,14 @@ export class AllReduce {
     );
     await this.wait(
       s,
-      () => participants.every((_, j) => j === mine || s.gather.get(j)?.filled === chunkBounds(this.o.size, P, j).end - chunkBounds(this.o.size, P, j).start),
+      () => participants.every((_, j) => j === mine || s.gather.get(j)?.filled === chunkBounds(size, P, j).end - chunkBounds(size, P, j).start),
       signal,
     );
     for (let j = 0; j < P; j++) {
       if (j === mine) continue;
       const g = s.gather.get(j)!;
       if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
-      result.set(g.values, chunkBounds(this.o.size, P, j).start);
+      result.set(g.values, chunkBounds(size, P, j).start);
     }
     await Promise.all([...sends, ...gathers]);
     this.rounds.delete(this.key(round, attempt));
@@ -288,28 +293,28 @@ export class AllReduce {
   }
 
   /** As an observer (not contributing): waits for every averaged chunk of the round and returns the mean. */
-  async observe(round: number, attempt: number, participants: string[], signal: AbortSignal): Promise<Float32Array> {
+  async observe(round: number, attempt: number, participants: string[], signal: AbortSignal, size = this.o.size): Promise<Float32Array> {
     const P = participants.length;
     const s = this.state(round, attempt);
-    const len = (j: number) => chunkBounds(this.o.size, P, j).end - chunkBounds(this.o.size, P, j).start;
+    const len = (j: number) => chunkBounds(size, P, j).end - chunkBounds(size, P, j).start;
     await this.wait(s, () => participants.every((_, j) => s.gather.get(j)?.filled === len(j)), signal);
-    const result = new Float32Array(this.o.size);
+    const result = new Float32Array(size);
     for (let j = 0; j < P; j++) {
       const g = s.gather.get(j)!;
       if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
-      result.set(g.values, chunkBounds(this.o.size, P, j).start);
+      result.set(g.values, chunkBounds(size, P, j).start);
     }
     this.rounds.delete(this.key(round, attempt));
     return result;
   }
 
   /** Which chunks of a round have fully arrived (for the coordinator to find a failed owner). */
-  gatheredChunks(round: number, attempt: number, participants: string[]): number[] {
+  gatheredChunks(round: number, attempt: number, participants: string[], size = this.o.size): number[] {
     const s = this.rounds.get(this.key(round, attempt));
     if (!s) return [];
     const P = participants.length;
     return participants
       .map((_, j) => j)
-      .filter((j) => s.gather.get(j)?.filled === chunkBounds(this.o.size, P, j).end - chunkBounds(this.o.size, P, j).start);
+      .filter((j) => s.gather.get(j)?.filled === chunkBounds(size, P, j).end - chunkBounds(size, P, j).start);
   }
 }

@@ -17,6 +17,7 @@ import { decodeMessage, encodeMessage, JOIN_PROTOCOL, PROTOCOL_VERSION, TOPIC_CO
 import { AllReduce } from './allreduce.ts';
 import { fetchShard } from './data-sync.ts';
 import { framed } from './framed.ts';
+import { StagePeer, type StageProgress } from './pipeline/stage-peer.ts';
 import { configHash, validateRunConfig, type RunConfig } from './run-config.ts';
 import { fetchState } from './state-sync.ts';
 import type { Clock, Libp2pLike, Logger } from './types.ts';
@@ -63,6 +64,10 @@ export interface PeerOptions {
   log: Logger;
   clock: Clock;
   onProgress?: (p: PeerProgress) => void;
+  /** Pipeline runs: progress of this peer's stage each round. */
+  onStageProgress?: (p: StageProgress) => void;
+  /** Memory this peer offers for the model (MiB): the pipeline planner gives it a stage that fits. */
+  memoryMB?: number;
 }
 
 const HEARTBEAT_MS = 2_000;
@@ -76,6 +81,8 @@ export class PeerRuntime {
   private coordinator = '';
   private replica?: PeerReplica;
   private allreduce?: AllReduce;
+  /** Pipeline runs: this peer serves one stage instead of holding a replica. */
+  private stagePeer?: StagePeer;
   private train?: PackedSequences;
   /** The next round this peer can take part in (its state is that of the start of this round). */
   round = 0;
@@ -121,6 +128,7 @@ export class PeerRuntime {
     await this.queue.catch(() => {});
     await this.allreduce?.stop();
     await this.replica?.stop();
+    await this.stagePeer?.stop();
   }
 
   private scoped() {
@@ -135,7 +143,7 @@ export class PeerRuntime {
     const coordinator = conn.remotePeer.toString();
     const stream = await this.o.libp2p.dialProtocol(peerIdFromString(coordinator), JOIN_PROTOCOL, { signal });
     const io = framed(stream, () => ({ from: coordinator }), signal);
-    await io.write({ v: PROTOCOL_VERSION, type: 'join', token: this.o.token, kind: this.o.kind, backend: this.o.backend, tokensPerSec: this.tokensPerSec, sender: this.peerId });
+    await io.write({ v: PROTOCOL_VERSION, type: 'join', token: this.o.token, kind: this.o.kind, backend: this.o.backend, tokensPerSec: this.tokensPerSec, memoryMB: this.o.memoryMB ?? 4096, sender: this.peerId });
     const r = await io.read();
     await io.close().catch(() => {});
     if (!r) throw new JoinRefusedError('the coordinator closed the join stream without an answer');
@@ -161,7 +169,30 @@ export class PeerRuntime {
     this.coordinator = coordinator;
     this.admitted.add(coordinator);
     this.connected = true;
-    if (first) {
+    if (first && config.pipeline) {
+      this.stagePeer = new StagePeer({
+        libp2p: this.o.libp2p,
+        runId: this.runId,
+        configHash: this.hash,
+        config,
+        coordinator: () => this.coordinator,
+        isAdmitted: (p) => this.admitted.has(p),
+        batchAt: (round, k) => samplePackedBatch(this.train!, this.batchSpec(), mixSeed(this.config!.train.seed, round, this.slot, 0, k)),
+        publish: (m) => this.publish(m),
+        resync: (why) => {
+          this.o.log.warn(`resyncing: ${why}`);
+          this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(120_000), this.stopping.signal])));
+        },
+        onReject: (reason, from, detail) => this.o.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`),
+        log: this.o.log,
+        onProgress: (p) => {
+          this.round = this.stagePeer!.round;
+          this.roundsContributed++;
+          this.o.onStageProgress?.(p);
+        },
+      });
+      await this.stagePeer.start();
+    } else if (first) {
       this.replica = await this.o.makeReplica(config);
       this.allreduce = new AllReduce({
         libp2p: this.o.libp2p,
@@ -202,6 +233,11 @@ export class PeerRuntime {
   /** Fetches the coordinator's state (between its rounds) and adopts it. */
   private async sync(signal: AbortSignal): Promise<void> {
     const s = await fetchState(this.o.libp2p, { runId: this.runId, configHash: this.hash }, this.coordinator, signal);
+    if (this.stagePeer) {
+      this.stagePeer.adopt(s);
+      this.round = s.round;
+      return;
+    }
     const replicaState = await this.replica!.state();
     const n = s.params.length;
     if (this.config!.mode === 'diloco') {
@@ -246,6 +282,7 @@ export class PeerRuntime {
   private async sendHeartbeat(): Promise<void> {
     if (!this.config || !this.connected) return;
     const step = this.config.mode === 'sync' ? this.round : this.round * this.config.innerSteps;
+    if (this.stagePeer) this.tokensPerSec = this.stagePeer.tokensPerSec;
     const addrs = this.o.libp2p
       .getMultiaddrs()
       .map((a) => a.toString().replace(/\/p2p\/[^/]+$/, ''))
@@ -264,7 +301,11 @@ export class PeerRuntime {
     if (msg.type === 'resync' && msg.target === this.peerId) {
       this.o.log.warn(`the coordinator asks us to resync: ${msg.reason}`);
       this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(60_000), this.stopping.signal])));
-    } else if (msg.type === 'round') this.onAnnounce(msg);
+    } else if (msg.type === 'round' && !this.stagePeer) this.onAnnounce(msg);
+    else if (msg.type === 'pipe-round' && this.stagePeer) {
+      for (const p of msg.participants) this.admitted.add(p);
+      this.stagePeer.onAnnounce(msg);
+    } else if (msg.type === 'pipe-commit' && this.stagePeer) this.stagePeer.onCommit(msg);
   }
 
   /** Heartbeats of other peers tell us where to reach them for averaging. */

@@ -9,6 +9,20 @@ import type { OuterConfig } from '../engine/outer-optimizer.ts';
 
 export type AveragingMode = 'sync' | 'diloco';
 
+/**
+ * Pipeline parallelism: the model split into stages, each served by a swarm of peers. Absent: every peer
+ * holds the whole model (data parallelism, sync or DiLoCo). A run is one or the other, never a mix: see
+ * README ("Which parallelism a run uses").
+ */
+export interface PipelineConfig {
+  /** A fixed number of stages, or 'auto': the fewest stages whose memory fits the peers that joined. */
+  stages: number | 'auto';
+  /** How activations and their gradients travel between stages. */
+  activationDtype: 'float32' | 'float16';
+  /** Micro-batches a driver keeps in flight (the pipeline's depth: about the stage count fills it). */
+  maxInFlight: number;
+}
+
 export interface RunConfig {
   model: ModelConfig;
   /** batchSize is the run's whole batch per round (sync) or per inner step (diloco), over all peers. */
@@ -26,6 +40,7 @@ export interface RunConfig {
   checkpointEvery: number;
   /** The data every peer trains on (shards are verified against it). */
   data: DataManifest;
+  pipeline?: PipelineConfig;
 }
 
 /** Canonical JSON: object keys sorted, so equal configs hash equally whatever their key order. */
@@ -66,7 +81,20 @@ export function validateRunConfig(raw: unknown): RunConfig {
   }
   const data = validateDataManifest(o.data, 'run config data');
   if (data.vocabSize !== model.vocabSize) throw new ConfigError(`the data has ${data.vocabSize} tokens, the model ${model.vocabSize}`, 'vocabSize');
-  return { model, train, mode: o.mode, innerSteps: o.innerSteps, outer: { lr: o.outer.lr, momentum: o.outer.momentum }, roundTimeoutSec: o.roundTimeoutSec, maxPartNorm: o.maxPartNorm, evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery, data };
+  const pipeline = o.pipeline === undefined ? undefined : validatePipelineConfig(o.pipeline, model.nLayer + 2);
+  if (pipeline && o.mode !== 'sync') throw new ConfigError('pipeline parallelism runs in sync mode (DiLoCo\'s local steps need the whole model on each peer)', 'mode');
+  return { model, train, mode: o.mode, innerSteps: o.innerSteps, outer: { lr: o.outer.lr, momentum: o.outer.momentum }, roundTimeoutSec: o.roundTimeoutSec, maxPartNorm: o.maxPartNorm, evalEvery: o.evalEvery, checkpointEvery: o.checkpointEvery, data, ...(pipeline ? { pipeline } : {}) };
+}
+
+export function validatePipelineConfig(raw: unknown, parts: number): PipelineConfig {
+  if (typeof raw !== 'object' || raw === null) throw new ConfigError('pipeline must be { stages, activationDtype, maxInFlight }', 'pipeline');
+  const o = raw as PipelineConfig;
+  if (o.stages !== 'auto' && !(Number.isInteger(o.stages) && (o.stages as number) >= 1 && (o.stages as number) <= parts)) {
+    throw new ConfigError(`pipeline.stages must be "auto" or an integer in [1, ${parts}] (the model has ${parts} parts: embedding, blocks, head), got ${JSON.stringify(o.stages)}`, 'stages');
+  }
+  if (o.activationDtype !== 'float32' && o.activationDtype !== 'float16') throw new ConfigError(`pipeline.activationDtype must be "float32" or "float16", got ${JSON.stringify(o.activationDtype)}`, 'activationDtype');
+  if (!Number.isInteger(o.maxInFlight) || o.maxInFlight < 1 || o.maxInFlight > 64) throw new ConfigError(`pipeline.maxInFlight must be an integer in [1, 64], got ${JSON.stringify(o.maxInFlight)}`, 'maxInFlight');
+  return { stages: o.stages, activationDtype: o.activationDtype, maxInFlight: o.maxInFlight };
 }
 
 /** Micro-batches per participant for one round: the run's total split in proportion to speed, at least 1 each. */

@@ -19,6 +19,9 @@ export interface RunState {
   params: Float32Array;
   /** Optimizer state: AdamW m then v (sync), the outer momentum (diloco); may be empty. */
   optimizer: Float32Array;
+  /** The model parts covered ([0, all parts) for a full replica; one stage's range for a pipeline stage peer). */
+  stageFrom: number;
+  stageTo: number;
 }
 
 /** Thrown when a fetched state is incomplete or does not match its hash. */
@@ -54,7 +57,7 @@ export async function serveState(
       const s = await provide(from);
       const now = Date.now();
       const base = { v: PROTOCOL_VERSION, runId: ids.runId, configHash: ids.configHash, sender: me, ts: now };
-      await io.write({ ...base, type: 'state', round: s.round, step: s.step, paramHash: hashFloats(s.params), params: s.params.length, optimizer: s.optimizer.length });
+      await io.write({ ...base, type: 'state', round: s.round, step: s.step, paramHash: hashFloats(s.params), params: s.params.length, optimizer: s.optimizer.length, stageFrom: s.stageFrom, stageTo: s.stageTo });
       for (const [chunk, values] of [s.params, s.optimizer].entries()) {
         for (const { offset, length } of partsOf(0, values.length)) {
           await io.write({ ...base, type: 'part', round: s.round, attempt: 0, phase: 'state', chunk, offset, total: values.length, weight: 0, values: values.subarray(offset, offset + length) });
@@ -91,7 +94,7 @@ export async function fetchState(libp2p: Libp2pLike, ids: RunIds, from: string, 
     const [params, optimizer] = arrays;
     if (hashFloats(params) !== h.paramHash) throw new StateSyncError(`state sync from ${from}: parameters do not match their hash ${h.paramHash}`);
     await io.close();
-    return { round: h.round, step: h.step, params, optimizer };
+    return { round: h.round, step: h.step, params, optimizer, stageFrom: h.stageFrom, stageTo: h.stageTo };
   } catch (err) {
     io.abort(err as Error);
     throw err;

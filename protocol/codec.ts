@@ -64,6 +64,10 @@ export function decodeMessage(bytes: Uint8Array, ctx: ValidationContext): Decode
     // msgpackr copies typed arrays today; copying again if that ever changes keeps the promise above.
     if (values.byteOffset !== 0 || values.buffer.byteLength !== values.byteLength) result.msg.values = values.slice();
   }
+  if (result.ok && result.msg.type === 'act-part') {
+    const values = result.msg.values;
+    if (values.byteOffset !== 0 || values.buffer.byteLength !== values.byteLength) result.msg.values = values.slice();
+  }
   // msgpack `bin` decodes to a Node Buffer in Node: hand out a plain Uint8Array everywhere.
   if (result.ok && result.msg.type === 'data') result.msg.bytes = Uint8Array.prototype.slice.call(result.msg.bytes);
   return result;

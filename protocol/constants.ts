@@ -4,7 +4,7 @@
  */
 
 /** Version carried in every message's `v`. Bumped on any incompatible change; peers drop other versions. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 // --- gossipsub topics --------------------------------------------------------------------------------------
 
@@ -27,6 +27,30 @@ export const STATE_PROTOCOL = '/peertrain/state/1.0.0';
 
 /** Training data shards for peers that have none locally. */
 export const DATA_PROTOCOL = '/peertrain/data/1.0.0';
+
+/**
+ * Pipeline: one stream per micro-batch and hop; `activation` + `act-part` frames forward, the same backward
+ * (or a `pipe-error`) on the way back.
+ */
+export const PIPELINE_PROTOCOL = '/peertrain/pipeline/1.0.0';
+
+/**
+ * Averaging inside one pipeline stage's swarm (group = stage index; the group after the last stage averages
+ * the tied token embedding between the first and the last stage). One protocol id per group, so the
+ * coordinator can observe every stage's averaging of a round at once.
+ */
+export function stageAllreduceProtocol(group: number): string {
+  return `/peertrain/stage-allreduce/1.0.0/${group}`;
+}
+
+/** Most pipeline stages (bounds announcements and planning). */
+export const MAX_STAGES = 256;
+
+/** Largest micro-batch tensor on the pipeline stream (elements of B·T·C), whatever its frames. */
+export const MAX_ACTIVATION_ELEMENTS = 1 << 28;
+
+/** Largest B·T of a micro-batch: its targets and weights ride in one activation header, within MAX_MESSAGE_BYTES. */
+export const MAX_MICRO_TOKENS = 1 << 16;
 
 // --- size limits -------------------------------------------------------------------------------------------
 

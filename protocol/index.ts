@@ -30,3 +30,4 @@ export * from './messages.ts';
 export { REJECT_REASONS, validateMessage, type DecodeResult, type RejectReason, type ValidationContext } from './validate.ts';
 export { encodeMessage, decodeMessage } from './codec.ts';
 export { chunkBounds, partsOf } from './chunks.ts';
+export { toFloat16, fromFloat16, float16Finite } from './float16.ts';

@@ -19,6 +19,11 @@ export const MESSAGE_TYPES = [
   'state',
   'leave',
   'resync',
+  'pipe-round',
+  'activation',
+  'act-part',
+  'pipe-error',
+  'pipe-commit',
 ] as const;
 
 export type MessageType = (typeof MESSAGE_TYPES)[number];
@@ -54,6 +59,8 @@ export interface JoinRequest {
   backend: string;
   /** Measured training throughput, so the coordinator can size the peer's share of each round. */
   tokensPerSec: number;
+  /** Memory the peer offers for the model, in MiB: the pipeline planner gives it a stage that fits. */
+  memoryMB: number;
   sender: string;
 }
 
@@ -146,6 +153,12 @@ export interface StateHeader extends RunScoped {
   paramHash: string;
   params: number;
   optimizer: number;
+  /**
+   * The model parts [stageFrom, stageTo) the state covers: the whole model for a data-parallel peer, one
+   * pipeline stage for a stage peer (the coordinator serves the stage its plan gives the peer).
+   */
+  stageFrom: number;
+  stageTo: number;
 }
 
 /** A peer leaves the run on purpose, so the coordinator need not wait for its heartbeats to stop. */
@@ -176,6 +189,87 @@ export interface DataPart extends RunScoped {
   bytes: Uint8Array;
 }
 
+/** One stage of a pipeline round: the model parts [from, to) and who serves them (indices into participants). */
+export interface PipelineStage {
+  from: number;
+  to: number;
+  peers: number[];
+}
+
+/**
+ * The coordinator starts a pipeline round (or a retry, `attempt` > 0). Micro-batch m flows through the peers
+ * `routes[m]` (one participant index per stage; routes[m][0] is its driver, which samples the batch), so every
+ * stage peer knows which micro-batches it will see; `stageHashes[s]` is the hash of stage s's parameters at
+ * the round's start.
+ */
+export interface PipelineAnnounce extends RunScoped {
+  type: 'pipe-round';
+  round: number;
+  attempt: number;
+  participants: string[];
+  stages: PipelineStage[];
+  routes: number[][];
+  deadlineMs: number;
+  stageHashes: string[];
+}
+
+/**
+ * Header of one micro-batch's tensor on the pipeline stream, followed by `act-part` frames with `elements`
+ * values. Forward (to the next stage): the activations [B, T, C], with the batch's targets (and masked-LM
+ * weights, empty for the causal objective) riding along for the last stage. Backward (the answer): the
+ * gradient w.r.t. those activations, with the micro-batch's loss from the last stage.
+ */
+export interface ActivationHeader extends RunScoped {
+  type: 'activation';
+  round: number;
+  attempt: number;
+  micro: number;
+  /** The stage the receiver serves (forward), or the stage that answers (backward). */
+  stage: number;
+  direction: 'forward' | 'backward';
+  B: number;
+  T: number;
+  C: number;
+  dtype: 'float32' | 'float16';
+  loss: number;
+  targets: Int32Array;
+  weights: Float32Array;
+}
+
+/** Values [offset, offset + values.length) of a micro-batch's activation or gradient of `total` elements. */
+export interface ActivationPart extends RunScoped {
+  type: 'act-part';
+  round: number;
+  attempt: number;
+  micro: number;
+  offset: number;
+  total: number;
+  /** float32 values, or float16 bit patterns when the run sends activations as fp16. */
+  values: Float32Array | Uint16Array;
+}
+
+/** A micro-batch could not pass a stage: `failed` names the peer that did not answer ('' when unknown). */
+export interface PipelineError extends RunScoped {
+  type: 'pipe-error';
+  round: number;
+  attempt: number;
+  micro: number;
+  failed: string;
+  reason: string;
+}
+
+/**
+ * Every stage's averaged gradients reached the coordinator: participants of (round, attempt) apply them,
+ * clipped with this global norm (each stage only sees its own slice of the gradient). Without a commit
+ * nothing of the attempt is applied.
+ */
+export interface PipelineCommit extends RunScoped {
+  type: 'pipe-commit';
+  round: number;
+  attempt: number;
+  gradNorm: number;
+}
+
 export type Message =
   | JoinRequest
   | Welcome
@@ -189,4 +283,9 @@ export type Message =
   | Leave
   | Resync
   | DataRequest
-  | DataPart;
+  | DataPart
+  | PipelineAnnounce
+  | ActivationHeader
+  | ActivationPart
+  | PipelineError
+  | PipelineCommit;

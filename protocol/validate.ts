@@ -9,7 +9,10 @@ import {
   MAX_CONFIG_DEPTH,
   MAX_CONFIG_NODES,
   MAX_DATA_BYTES,
+  MAX_ACTIVATION_ELEMENTS,
   MAX_LISTEN_ADDRS,
+  MAX_MICRO_TOKENS,
+  MAX_STAGES,
   MAX_SHARDS,
   MAX_ADDR_LENGTH,
   MAX_FILE_NAME_LENGTH,
@@ -24,6 +27,7 @@ import {
   MAX_TOKEN_LENGTH,
   PROTOCOL_VERSION,
 } from './constants.ts';
+import { float16Finite } from './float16.ts';
 import type { Message, MessageType } from './messages.ts';
 
 /**
@@ -190,6 +194,68 @@ function walkJson(root: unknown): { error?: string; nonFinite: boolean } {
   return { error, nonFinite };
 }
 
+/** Pipeline stages: contiguous, non-overlapping part ranges, each served by distinct participant indices. */
+const pipelineStages: Check = (x, msg) => {
+  const n = Array.isArray(msg.participants) ? msg.participants.length : 0;
+  if (!Array.isArray(x) || x.length < 1 || x.length > MAX_STAGES) return `expected 1 to ${MAX_STAGES} stages`;
+  let next = 0;
+  const seen = new Set<number>();
+  for (const s of x) {
+    if (!isPlainObject(s) || Object.keys(s).length !== 3 || !isInt(s.from) || !isInt(s.to) || !Array.isArray(s.peers)) return 'expected stages of { from, to, peers }';
+    if (s.from !== next || s.to <= s.from) return 'expected contiguous, non-empty part ranges from 0';
+    next = s.to;
+    if (s.peers.length < 1) return 'expected at least one peer per stage';
+    for (const p of s.peers) {
+      if (!isInt(p) || p < 0 || p >= n || seen.has(p)) return 'expected distinct participant indices';
+      seen.add(p);
+    }
+  }
+  return undefined;
+};
+
+/** Routes: one participant index per stage, each serving that stage. */
+const pipelineRoutes: Check = (x, msg) => {
+  if (!Array.isArray(msg.stages)) return 'expected stages first';
+  const stages = msg.stages as Array<{ peers: number[] }>;
+  if (!Array.isArray(x) || x.length < 1 || x.length > MAX_MICRO_BATCHES) return `expected 1 to ${MAX_MICRO_BATCHES} routes`;
+  for (const r of x) {
+    if (!Array.isArray(r) || r.length !== stages.length) return 'expected one peer per stage in every route';
+    for (let s = 0; s < r.length; s++) if (!stages[s].peers.includes(r[s])) return `route peer ${show(r[s])} does not serve stage ${s}`;
+  }
+  return undefined;
+};
+
+const stageHashes: Check = (x, msg) =>
+  Array.isArray(x) && Array.isArray(msg.stages) && x.length === msg.stages.length && x.every((h) => hash8(h, msg) === undefined) ? undefined : 'expected one 8-hex-digit hash per stage';
+
+const dims: Check = (x, msg) => {
+  if (!isInt(x) || (x as number) < 1) return 'expected an integer >= 1';
+  const [B, T, C] = [msg.B, msg.T, msg.C].map(Number);
+  if (B * T > MAX_MICRO_TOKENS) return `B·T over ${MAX_MICRO_TOKENS}`;
+  return B * T * C > MAX_ACTIVATION_ELEMENTS ? `B·T·C over ${MAX_ACTIVATION_ELEMENTS}` : undefined;
+};
+
+/** Targets ride forward only, one per token. */
+const targets: Check = (x, msg) => {
+  if (!(x instanceof Int32Array)) return 'expected an Int32Array';
+  const n = msg.direction === 'forward' ? Number(msg.B) * Number(msg.T) : 0;
+  if (x.length !== n) return `expected ${n} targets`;
+  for (let i = 0; i < x.length; i++) if (x[i] < 0) return 'expected non-negative token ids';
+  return undefined;
+};
+
+const lossWeights: Check = (x, msg) => {
+  if (!(x instanceof Float32Array)) return 'expected a Float32Array';
+  const n = msg.direction === 'forward' ? Number(msg.B) * Number(msg.T) : 0;
+  return x.length === 0 || x.length === n ? undefined : `expected 0 or ${n} weights`;
+};
+
+const activationValues: Check = (x, msg) => {
+  if (!(x instanceof Float32Array) && !(x instanceof Uint16Array)) return 'expected a Float32Array or a Uint16Array (float16)';
+  if (x.length < 1 || x.length > MAX_PART_ELEMENTS) return `expected 1 to ${MAX_PART_ELEMENTS} elements`;
+  return (msg.offset as number) + x.length <= (msg.total as number) ? undefined : 'offset + values.length exceeds total';
+};
+
 const listenAddrs: Check = (x) =>
   Array.isArray(x) && x.length <= MAX_LISTEN_ADDRS && x.every((a) => typeof a === 'string' && a.startsWith('/') && a.length <= MAX_ADDR_LENGTH)
     ? undefined
@@ -222,7 +288,7 @@ const run = { runId: str(1, MAX_ID_LENGTH), configHash: str(1, MAX_ID_LENGTH), s
 
 /** Every field a message may have; the type checks that each schema names exactly its interface's fields. */
 const SCHEMAS: { [T in MessageType]: Record<keyof Extract<Message, { type: T }>, Check> } = {
-  join: { ...head, token: str(1, MAX_TOKEN_LENGTH), kind, backend, tokensPerSec: real(0), sender: peerId },
+  join: { ...head, token: str(1, MAX_TOKEN_LENGTH), kind, backend, tokensPerSec: real(0), memoryMB: real(0), sender: peerId },
   welcome: { ...head, ...run, config: jsonObject, round: count, slot: count, shards: shardList },
   refused: { ...head, reason: str(0, MAX_REASON_LENGTH) },
   heartbeat: { ...head, ...run, round: count, step: count, tokensPerSec: real(0), kind, backend, addrs: listenAddrs },
@@ -250,11 +316,31 @@ const SCHEMAS: { [T in MessageType]: Record<keyof Extract<Message, { type: T }>,
   },
   done: { ...head, ...run, round: count, attempt: count, paramHash: hash8, loss: real(-Infinity), samples: count },
   'state-request': { ...head, ...run },
-  state: { ...head, ...run, round: count, step: count, paramHash: hash8, params: count, optimizer: count },
+  state: { ...head, ...run, round: count, step: count, paramHash: hash8, params: count, optimizer: count, stageFrom: count, stageTo: intAtLeast(1) },
   leave: { ...head, ...run, reason: str(0, MAX_LEAVE_REASON_LENGTH) },
   resync: { ...head, ...run, target: peerId, reason: str(0, MAX_REASON_LENGTH) },
   'data-request': { ...head, ...run, file: fileName },
   data: { ...head, ...run, file: fileName, offset: count, total: intAtLeast(1), bytes: dataBytes },
+  'pipe-round': { ...head, ...run, round: count, attempt: count, participants, stages: pipelineStages, routes: pipelineRoutes, deadlineMs: intAtLeast(1), stageHashes },
+  activation: {
+    ...head,
+    ...run,
+    round: count,
+    attempt: count,
+    micro: count,
+    stage: count,
+    direction: oneOf('forward', 'backward'),
+    B: dims,
+    T: dims,
+    C: dims,
+    dtype: oneOf('float32', 'float16'),
+    loss: real(-Infinity),
+    targets,
+    weights: lossWeights,
+  },
+  'act-part': { ...head, ...run, round: count, attempt: count, micro: count, offset: count, total: intAtLeast(1), values: activationValues },
+  'pipe-error': { ...head, ...run, round: count, attempt: count, micro: count, failed: (x) => (x === '' || isPeerId(x) ? undefined : 'expected a peer id or ""'), reason: str(0, MAX_REASON_LENGTH) },
+  'pipe-commit': { ...head, ...run, round: count, attempt: count, gradNorm: real(0) },
 };
 
 /** A short, quoted rendering of an untrusted value for reject details (which end up in logs). */
@@ -343,6 +429,11 @@ function validate(obj: unknown, ctx: ValidationContext): DecodeResult {
 
   const bad = nonFiniteField(fields);
   if (bad) return reject('nonfinite', `${msg.type}.${bad} is not finite`);
+  if (msg.type === 'act-part' || msg.type === 'activation') {
+    const v = msg.type === 'act-part' ? msg.values : msg.weights;
+    const finite = v instanceof Uint16Array ? float16Finite(v) : Number.isFinite(sumOfSquares(v));
+    if (!finite) return reject('nonfinite', `${msg.type} values hold NaN or Infinity`);
+  }
   if (msg.type === 'part') {
     const squares = sumOfSquares(msg.values);
     if (!Number.isFinite(squares)) return reject('nonfinite', 'part.values holds NaN or Infinity');

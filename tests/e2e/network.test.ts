@@ -179,7 +179,7 @@ describe('bad input from a peer', () => {
     const conn = await rogue.dial(multiaddr(info.multiaddrs[0]));
     const coordinatorId = conn.remotePeer;
     const js = framed(await rogue.dialProtocol(coordinatorId, P.JOIN_PROTOCOL), () => ({}));
-    await js.write({ v: P.PROTOCOL_VERSION, type: 'join', token: info.token, kind: 'node', backend: 'cpu', tokensPerSec: 1, sender: me });
+    await js.write({ v: P.PROTOCOL_VERSION, type: 'join', token: info.token, kind: 'node', backend: 'cpu', tokensPerSec: 1, memoryMB: 4096, sender: me });
     const welcome = await js.read();
     expect(welcome?.ok && welcome.msg.type).toBe('welcome');
     const w = welcome!.ok && welcome!.msg.type === 'welcome' ? welcome!.msg : undefined;
@@ -224,7 +224,7 @@ describe('bad input from a peer', () => {
       await rogue.dial(multiaddr(info.multiaddrs[0]));
       return rogue.dialProtocol(coordinatorId, P.JOIN_PROTOCOL);
     }), () => ({}));
-    await again.write({ v: P.PROTOCOL_VERSION, type: 'join', token: info.token, kind: 'node', backend: 'cpu', tokensPerSec: 1, sender: me });
+    await again.write({ v: P.PROTOCOL_VERSION, type: 'join', token: info.token, kind: 'node', backend: 'cpu', tokensPerSec: 1, memoryMB: 4096, sender: me });
     const refusal = await again.read();
     expect(refusal?.ok && refusal.msg.type === 'refused' && refusal.msg.reason).toBe('banned from this run');
     // The run goes on with the honest peer, which never had to resync.

@@ -24,7 +24,7 @@ const part: TensorPart = {
   values: new Float32Array([0.5, -1.25, 3]),
 };
 const samples: Message[] = [
-  { v, type: 'join', token: 'secret', kind: 'browser', backend: 'webgpu', tokensPerSec: 1234.5, sender: 'peerA' },
+  { v, type: 'join', token: 'secret', kind: 'browser', backend: 'webgpu', tokensPerSec: 1234.5, memoryMB: 2048, sender: 'peerA' },
   { v, type: 'welcome', ...run, config: { model: { nLayer: 2, nHead: 2 }, lr: 3e-4, tags: ['a', null, true] }, round: 5, slot: 3, shards: ['train-00000.bin'] },
   { v, type: 'refused', reason: 'run is full' },
   { v, type: 'heartbeat', ...run, round: 5, step: 40, tokensPerSec: 0, kind: 'node', backend: 'tensorflow', addrs: ['/ip4/127.0.0.1/tcp/4001'] },
@@ -32,11 +32,17 @@ const samples: Message[] = [
   part,
   { v, type: 'done', ...run, round: 5, attempt: 0, paramHash: 'deadbeef', loss: 2.75, samples: 16 },
   { v, type: 'state-request', ...run },
-  { v, type: 'state', ...run, round: 5, step: 40, paramHash: 'deadbeef', params: 1000, optimizer: 0 },
+  { v, type: 'state', ...run, round: 5, step: 40, paramHash: 'deadbeef', params: 1000, optimizer: 0, stageFrom: 0, stageTo: 3 },
   { v, type: 'leave', ...run, reason: 'tab closed' },
   { v, type: 'resync', ...run, target: 'peerB', reason: 'paramHash differs' },
   { v, type: 'data-request', ...run, file: 'train-00000.bin' },
   { v, type: 'data', ...run, file: 'train-00000.bin', offset: 4, total: 10, bytes: new Uint8Array([1, 2, 3]) },
+  { v, type: 'pipe-round', ...run, round: 6, attempt: 0, participants: ['peerA', 'peerB', 'peerC'], stages: [{ from: 0, to: 2, peers: [0, 2] }, { from: 2, to: 4, peers: [1] }], routes: [[0, 1], [2, 1]], deadlineMs: 30_000, stageHashes: ['0a1b2c3d', 'deadbeef'] },
+  { v, type: 'activation', ...run, round: 6, attempt: 0, micro: 1, stage: 1, direction: 'forward', B: 2, T: 3, C: 4, dtype: 'float16', loss: 0, targets: new Int32Array([1, 2, 3, 4, 5, 6]), weights: new Float32Array(0) },
+  { v, type: 'act-part', ...run, round: 6, attempt: 0, micro: 1, offset: 0, total: 24, values: new Uint16Array([15360, 16384]) },
+  { v, type: 'act-part', ...run, round: 6, attempt: 0, micro: 1, offset: 2, total: 24, values: new Float32Array([1.5, -2]) },
+  { v, type: 'pipe-error', ...run, round: 6, attempt: 0, micro: 1, failed: 'peerB', reason: 'stage 1 peer unreachable' },
+  { v, type: 'pipe-commit', ...run, round: 6, attempt: 0, gradNorm: 0.75 },
 ];
 const ctx: ValidationContext = {
   runId: run.runId, configHash: run.configHash, from: 'peerA', isAdmitted: (p) => p !== 'peerZ', currentRound: 5, maxPartNorm: 100,
@@ -63,7 +69,7 @@ function rng(seed: number): () => number {
 
 describe('protocol codec round trip', () => {
   it('has a sample of every message type', () => {
-    expect(samples.map((m) => m.type).sort()).toEqual([...MESSAGE_TYPES].sort());
+    expect([...new Set(samples.map((m) => m.type))].sort()).toEqual([...MESSAGE_TYPES].sort());
   });
 
   it.each(samples.map((m) => [m.type, m] as const))('round-trips %s', (_type, msg) => {
@@ -144,7 +150,16 @@ describe('protocol rejections', () => {
     ['microBatches length mismatch', 'structure', () => raw.pack(with_('round', { microBatches: [1] }))],
     ['config not an object', 'structure', () => raw.pack(with_('welcome', { config: 'x' }))],
     ['token too long', 'structure', () => raw.pack(with_('join', { token: 'x'.repeat(257) }))],
-    ['wrong version', 'version', () => encodeMessage({ ...part, v: 2 })],
+    ['route through a peer of another stage', 'structure', () => raw.pack(with_('pipe-round', { routes: [[0, 2]] }))],
+    ['stages not contiguous', 'structure', () => raw.pack(with_('pipe-round', { stages: [{ from: 0, to: 2, peers: [0, 2] }, { from: 3, to: 4, peers: [1] }] }))],
+    ['a peer in two stages', 'structure', () => raw.pack(with_('pipe-round', { stages: [{ from: 0, to: 2, peers: [0, 1] }, { from: 2, to: 4, peers: [1] }] }))],
+    ['one stage hash missing', 'structure', () => raw.pack(with_('pipe-round', { stageHashes: ['0a1b2c3d'] }))],
+    ['targets not one per token', 'structure', () => raw.pack(with_('activation', { targets: new Int32Array(5) }))],
+    ['activation larger than the limit', 'structure', () => raw.pack(with_('activation', { B: 1 << 12, T: 1 << 12, C: 1 << 12, targets: new Int32Array(0) }))],
+    ['activation values as Float64Array', 'structure', () => raw.pack(with_('act-part', { values: new Float64Array(2) }))],
+    ['float16 Infinity in activations', 'nonfinite', () => encodeMessage(with_('act-part', { values: new Uint16Array([15360, 0x7c00]) }))],
+    ['NaN gradient norm in a commit', 'nonfinite', () => encodeMessage(with_('pipe-commit', { gradNorm: NaN }))],
+    ['wrong version', 'version', () => encodeMessage({ ...part, v: 1 })],
     ['wrong runId', 'run', () => encodeMessage({ ...part, runId: 'run-0' })],
     ['wrong configHash', 'run', () => encodeMessage(with_('heartbeat', { configHash: 'c0ffee43' }))],
     ['sender mismatch', 'sender', () => encodeMessage({ ...part, sender: 'peerB' })],
@@ -186,7 +201,7 @@ describe('protocol rejections', () => {
   });
 
   it('reports the first failing check, in order', () => {
-    let m: Record<string, unknown> = { ...part, round: 'zero', v: 2, runId: 'x', sender: 'peerZ', values: new Float32Array([NaN]) };
+    let m: Record<string, unknown> = { ...part, round: 'zero', v: 1, runId: 'x', sender: 'peerZ', values: new Float32Array([NaN]) };
     let c: ValidationContext = { ...ctx, from: 'peerB' };
     const steps: Array<[RejectReason | 'ok', Record<string, unknown>, ValidationContext]> = [
       ['size', {}, { maxBytes: 8 }], ['structure', {}, { maxBytes: undefined }], ['version', { round: 0 }, {}],

@@ -1,0 +1,419 @@
+/**
+ * A pipeline stage peer: holds one stage of the model (parameters and AdamW state only for it), serves the
+ * micro-batches routed through it, drives its own when it serves the first stage, averages its stage's
+ * gradients with the stage's swarm, and applies them when the coordinator commits the round.
+ *
+ * A round (one attempt of it), for a peer of stage s:
+ *   1. the announcement names the routes; the peer knows which micro-batches will pass it;
+ *   2. first stage: it samples its micro-batches and sends each forward (up to maxInFlight at once); every
+ *      stage computes forward, passes the activations to the route's next peer, waits for the gradient, and
+ *      computes backward (recomputing its forward), accumulating its parameter gradients;
+ *   3. once all its micro-batches are through, it averages with its swarm (and, first and last stage, the
+ *      tied embedding with each other) over direct streams, the coordinator observing;
+ *   4. on the coordinator's commit (which carries the global gradient norm for clipping) it applies them.
+ * A superseded attempt (a peer died; the coordinator re-planned and re-routed) is dropped whole: nothing is
+ * applied without a commit, so no micro-batch is ever half-applied.
+ */
+import type { Connection, Stream } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { hashFloats } from '../../engine/averaging.ts';
+import { buildManifest } from '../../engine/flat.ts';
+import { parameterSpecs } from '../../engine/model.ts';
+import { joinStageGradient, splitStageGradient } from '../../engine/pipeline-gradients.ts';
+import { StageTrainer, type StageInput } from '../../engine/stage-trainer.ts';
+import type { Batch } from '../../engine/trainer.ts';
+import { PIPELINE_PROTOCOL, PROTOCOL_VERSION, stageAllreduceProtocol, type ActivationHeader, type Message, type PipelineAnnounce, type PipelineCommit, type RejectReason } from '../../protocol/index.ts';
+import { AllReduce } from '../allreduce.ts';
+import { framed } from '../framed.ts';
+import type { RunConfig } from '../run-config.ts';
+import type { RunState } from '../state-sync.ts';
+import type { Libp2pLike, Logger } from '../types.ts';
+import { PipelineStreamError, readHeader, readValues, writeError, writeTensor, type RunScope } from './activation-io.ts';
+import { ComputeQueue } from './compute-queue.ts';
+import { averagingGroups, microBatchesOf } from './groups.ts';
+
+/** How long a hop keeps trying to reach the next stage's peer before the micro-batch fails. */
+const DIAL_PATIENCE_MS = 10_000;
+/** How long a stream for an attempt we have not seen announced waits for the announcement. */
+const ANNOUNCE_GRACE_MS = 5_000;
+
+export interface StageProgress {
+  round: number;
+  stage: number;
+  stages: number;
+  /** Mean loss of the micro-batches whose loss this peer computed (last stage), else NaN. */
+  loss: number;
+  microBatches: number;
+  /** Time this peer computed, and the time from the announcement to its last micro-batch (bubble = 1 − busy/window). */
+  busyMs: number;
+  windowMs: number;
+  /** Activation and gradient bytes this peer sent in the round. */
+  activationBytes: number;
+  paramHash: string;
+}
+
+export interface StagePeerOptions {
+  libp2p: Libp2pLike;
+  runId: string;
+  configHash: string;
+  config: RunConfig;
+  coordinator: () => string;
+  isAdmitted: (peer: string) => boolean;
+  /** The k-th micro-batch this peer drives in `round` (a pure function of seed, round, slot and k). */
+  batchAt: (round: number, k: number) => Batch;
+  /** Publishes on the peers' topic (done reports). */
+  publish: (msg: Message) => Promise<void>;
+  /** Our state does not match the round: fetch it again. */
+  resync: (why: string) => void;
+  onReject: (reason: RejectReason, from: string, detail: string) => void;
+  log: Logger;
+  onProgress?: (p: StageProgress) => void;
+}
+
+interface Attempt {
+  a: PipelineAnnounce;
+  me: number;
+  stage: number;
+  expected: Set<number>;
+  received: Set<number>;
+  processed: Set<number>;
+  abort: AbortController;
+  started: number;
+  busyAtStart: number;
+  bytes: number;
+  changed: Array<() => void>;
+}
+
+export class StagePeer {
+  private trainer?: StageTrainer;
+  /** The next round this peer's stage state belongs to. */
+  round = 0;
+  paramHash = '';
+  tokensPerSec = 0;
+  private current?: Attempt;
+  private readonly groups = new Map<number, AllReduce>();
+  private readonly queue = new ComputeQueue();
+  private readonly commits = new Map<string, number>();
+  private attemptWaiters: Array<() => void> = [];
+  private chain: Promise<void> = Promise.resolve();
+  private readonly stopping = new AbortController();
+  private readonly scope: RunScope;
+
+  constructor(private readonly o: StagePeerOptions) {
+    this.scope = { runId: o.runId, configHash: o.configHash, sender: o.libp2p.peerId.toString() };
+  }
+
+  get range(): { from: number; to: number } | undefined {
+    return this.trainer?.range;
+  }
+
+  async start(): Promise<void> {
+    await this.o.libp2p.handle(PIPELINE_PROTOCOL, (s, c) => void this.serve(s, c), { maxInboundStreams: 256 });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping.abort(new Error('stopping'));
+    this.current?.abort.abort(new Error('stopping'));
+    await this.o.libp2p.unhandle(PIPELINE_PROTOCOL).catch(() => {});
+    await this.chain.catch(() => {});
+    for (const g of this.groups.values()) await g.stop();
+    this.trainer?.dispose();
+  }
+
+  /** Adopts the stage state the coordinator served: its range decides which stage this peer serves. */
+  adopt(s: RunState): void {
+    this.supersede('state replaced');
+    const range = { from: s.stageFrom, to: s.stageTo };
+    const c = this.o.config;
+    if (!this.trainer || this.trainer.range.from !== range.from || this.trainer.range.to !== range.to) {
+      this.trainer?.dispose();
+      this.trainer = new StageTrainer(c.model, c.train, range, s.params);
+    } else this.trainer.importParams(s.params);
+    const n = s.params.length;
+    if (s.optimizer.length !== 2 * n) throw new PipelineStreamError(`stage state has ${s.optimizer.length} optimizer values, expected ${2 * n}`);
+    this.trainer.optimizer.importState({ step: s.step, m: s.optimizer.subarray(0, n), v: s.optimizer.subarray(n) });
+    this.trainer.discardGradients();
+    this.round = s.round;
+    this.paramHash = hashFloats(s.params);
+    this.o.log.info(`serving stage parts [${range.from}, ${range.to}) from round ${s.round}`);
+  }
+
+  onCommit(c: PipelineCommit): void {
+    this.commits.set(`${c.round}/${c.attempt}`, c.gradNorm);
+    for (const k of this.commits.keys()) if (Number(k.split('/')[0]) < this.round - 1) this.commits.delete(k);
+    const cur = this.current;
+    if (cur && cur.a.round === c.round && cur.a.attempt === c.attempt) for (const w of cur.changed.splice(0)) w();
+  }
+
+  onAnnounce(a: PipelineAnnounce): void {
+    if (!this.trainer || a.round < this.round) return;
+    const cur = this.current;
+    if (cur && cur.a.round === a.round && cur.a.attempt >= a.attempt) return; // a re-announcement
+    const me = a.participants.indexOf(this.scope.sender);
+    if (me < 0) return;
+    const stage = a.stages.findIndex((s) => s.peers.includes(me));
+    const r = this.trainer.range;
+    if (a.round !== this.round || a.stages[stage].from !== r.from || a.stages[stage].to !== r.to || a.stageHashes[stage] !== this.paramHash) {
+      this.supersede('out of sync');
+      return this.o.resync(`round ${a.round} expects stage parts [${a.stages[stage].from}, ${a.stages[stage].to}) at ${a.stageHashes[stage]}; we hold [${r.from}, ${r.to}) at ${this.paramHash}, round ${this.round}`);
+    }
+    this.supersede(`superseded by attempt ${a.attempt}`);
+    const att: Attempt = {
+      a,
+      me,
+      stage,
+      expected: new Set(microBatchesOf(a, stage, me)),
+      received: new Set(),
+      processed: new Set(),
+      abort: new AbortController(),
+      started: performance.now(),
+      busyAtStart: this.queue.busyMs,
+      bytes: 0,
+      changed: [],
+    };
+    this.current = att;
+    for (const w of this.attemptWaiters.splice(0)) w();
+    this.chain = this.chain.then(() => this.runAttempt(att)).catch((err) => {
+      if (!att.abort.signal.aborted) this.o.log.warn(`round ${a.round} attempt ${a.attempt}: ${(err as Error).name}: ${(err as Error).message}`);
+    });
+  }
+
+  /** Abandons the attempt in flight; its accumulated gradients are dropped once its running compute ends. */
+  private supersede(why: string): void {
+    const cur = this.current;
+    if (!cur) return;
+    cur.abort.abort(new Error(why));
+    for (const w of cur.changed.splice(0)) w();
+    this.current = undefined;
+  }
+
+  private wait(att: Attempt, done: () => boolean, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (signal.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+        if (done()) return resolve();
+        att.changed.push(check);
+      };
+      signal.addEventListener('abort', check, { once: true });
+      check();
+    });
+  }
+
+  private group(g: number): AllReduce {
+    let ar = this.groups.get(g);
+    if (!ar) {
+      ar = new AllReduce({
+        libp2p: this.o.libp2p,
+        runId: this.o.runId,
+        configHash: this.o.configHash,
+        // Bounds what a part may claim: no stage vector is longer than the whole model.
+        size: buildManifest(parameterSpecs(this.o.config.model)).totalSize,
+        protocol: stageAllreduceProtocol(g),
+        isAdmitted: this.o.isAdmitted,
+        currentRound: () => this.round,
+        maxPartNorm: this.o.config.maxPartNorm,
+        onReject: this.o.onReject,
+        log: this.o.log,
+      });
+      this.groups.set(g, ar);
+      void ar.start();
+    }
+    return ar;
+  }
+
+  // ---------------------------------------------------------------- one attempt
+
+  private async runAttempt(att: Attempt): Promise<void> {
+    const { a } = att;
+    const S = a.stages.length;
+    const signal = AbortSignal.any([att.abort.signal, AbortSignal.timeout(a.deadlineMs), this.stopping.signal]);
+    for (let g = 0; g <= S; g++) this.group(g); // every peer listens on every group of the plan: parts may come early
+    // Drop whatever an abandoned attempt accumulated: queued after any compute still running for it.
+    await this.queue.run('backward', async () => this.trainer!.discardGradients());
+    if (att.stage === 0) await this.drive(att, signal);
+    await this.wait(att, () => att.processed.size === att.expected.size, signal);
+    const windowMs = performance.now() - att.started;
+    const busyMs = this.queue.busyMs - att.busyAtStart;
+    const trainer = this.trainer!;
+    const taken = await this.queue.run('backward', () => trainer.takeGradients(), signal);
+    const range = trainer.range;
+    const groups = averagingGroups(a);
+    const coordinator = [this.o.coordinator()];
+    const split = splitStageGradient(this.o.config.model, range, S, taken.values);
+    let own = split.own;
+    let tied: Float32Array | undefined;
+    if (taken.samples > 0) {
+      const runs: Array<Promise<Float32Array>> = [this.group(att.stage).run(a.round, a.attempt, groups.stages[att.stage], split.own, taken.samples, coordinator, signal)];
+      if (split.tied.length) runs.push(this.group(S).run(a.round, a.attempt, groups.tied, split.tied, taken.samples, coordinator, signal));
+      [own, tied] = await Promise.all(runs);
+    }
+    // Without a contribution of our own (no micro-batch routed to us) we cannot take part in the averaging,
+    // so we cannot take the step either: fetch the state again after the round.
+    if (taken.samples === 0) return this.o.resync(`no micro-batch was routed through us in round ${a.round}`);
+    const key = `${a.round}/${a.attempt}`;
+    await this.wait(att, () => this.commits.has(key), signal);
+    const gradNorm = this.commits.get(key)!;
+    const joined = joinStageGradient(this.o.config.model, range, S, own, tied);
+    await this.queue.run('backward', async () => {
+      signal.throwIfAborted();
+      trainer.apply(joined, gradNorm);
+    });
+    this.paramHash = hashFloats(await trainer.exportParams());
+    this.round = a.round + 1;
+    this.current = undefined;
+    const isLast = att.stage === S - 1;
+    const tokens = taken.samples * this.o.config.train.seqLen;
+    // Reported as whole-model tokens/s (what the planner compares across stages): our stage's rate scaled by
+    // the share of the model's parts it holds.
+    this.tokensPerSec = busyMs > 0 ? (tokens / busyMs) * 1000 * ((this.o.config.model.nLayer + 2) / Math.max(1, range.to - range.from)) : this.tokensPerSec;
+    await this.o.publish({ v: PROTOCOL_VERSION, type: 'done', ...this.scoped(), round: a.round, attempt: a.attempt, paramHash: this.paramHash, loss: isLast ? taken.loss : 0, samples: isLast ? taken.samples : 0 });
+    this.o.onProgress?.({ round: a.round, stage: att.stage, stages: S, loss: isLast ? taken.loss : NaN, microBatches: att.expected.size, busyMs, windowMs, activationBytes: att.bytes, paramHash: this.paramHash });
+  }
+
+  private scoped() {
+    return { runId: this.o.runId, configHash: this.o.configHash, sender: this.scope.sender, ts: Date.now() };
+  }
+
+  /** First stage: sample our micro-batches and push them through the pipeline, maxInFlight at a time. */
+  private async drive(att: Attempt, signal: AbortSignal): Promise<void> {
+    const mine = [...att.expected];
+    let next = 0;
+    const worker = async () => {
+      while (next < mine.length) {
+        const k = next++;
+        const m = mine[k];
+        const batch = this.o.batchAt(att.a.round, k);
+        att.received.add(m);
+        await this.throughStage(att, m, { B: batch.B, T: batch.T, ids: batch.ids }, batch.targets, batch.weights ?? new Float32Array(0), signal);
+      }
+    };
+    const lanes = Math.min(this.o.config.pipeline!.maxInFlight, mine.length);
+    // A lane that fails (a stage peer died) leaves its micro-batch unprocessed: the attempt then cannot finish
+    // and the coordinator re-plans; the other lanes stop with the attempt's signal.
+    await Promise.all(Array.from({ length: lanes }, worker)).catch((err) => {
+      if (!signal.aborted) this.o.log.warn(`round ${att.a.round}: a micro-batch failed: ${(err as Error).message}`);
+    });
+  }
+
+  /**
+   * Our part of micro-batch m: forward, the rest of the route, backward. Returns the gradient w.r.t. our
+   * input and the loss the last stage reported.
+   */
+  private async throughStage(att: Attempt, m: number, input: StageInput, targets: Int32Array, weights: Float32Array, signal: AbortSignal): Promise<{ gradInput?: Float32Array; loss: number }> {
+    const trainer = this.trainer!;
+    const S = att.a.stages.length;
+    let out: { gradInput?: Float32Array; loss: number };
+    if (att.stage === S - 1) {
+      out = await this.queue.run('backward', () => trainer.lastStage(input, { targets, weights }), signal);
+    } else {
+      const activations = await this.queue.run('forward', () => trainer.forward(input), signal);
+      const next = await this.hop(att, m, att.stage + 1, activations, input, targets, weights, signal);
+      const gradInput = await this.queue.run('backward', () => trainer.backward(input, next.gradient), signal);
+      out = { gradInput, loss: next.loss };
+    }
+    att.processed.add(m);
+    for (const w of att.changed.splice(0)) w();
+    return out;
+  }
+
+  /** Sends activations to the route's peer of `stage` and waits for the gradient coming back. */
+  private async hop(att: Attempt, m: number, stage: number, activations: Float32Array, input: StageInput, targets: Int32Array, weights: Float32Array, signal: AbortSignal): Promise<{ gradient: Float32Array; loss: number }> {
+    const to = att.a.participants[att.a.routes[m][stage]];
+    const io = framed(await this.dial(to, stage, signal), () => ({ runId: this.o.runId, configHash: this.o.configHash, from: to, isAdmitted: this.o.isAdmitted }), signal);
+    try {
+      const head = this.header(att, m, stage, 'forward', input.B, input.T, 0, targets, weights);
+      att.bytes += await writeTensor(io, this.scope, head, activations);
+      const back = await readHeader(io);
+      if (back.direction !== 'backward' || back.micro !== m || back.round !== att.a.round || back.attempt !== att.a.attempt || back.B !== input.B || back.T !== input.T || back.C !== this.o.config.model.nEmbd) {
+        throw new PipelineStreamError(`stage ${stage} answered micro-batch ${back.micro} (${back.direction}), expected ${m} (backward)`, to);
+      }
+      const { values } = await readValues(io, back);
+      await io.close().catch(() => {});
+      return { gradient: values, loss: back.loss };
+    } catch (err) {
+      io.abort(err as Error);
+      if (err instanceof PipelineStreamError) throw new PipelineStreamError(err.message, err.failed || to);
+      throw new PipelineStreamError(`stage ${stage} peer ${to.slice(-8)}: ${(err as Error).message}`, to);
+    }
+  }
+
+  /**
+   * Dials the next stage's peer, retrying for a while: right after it joined, its addresses may not have
+   * reached us yet (they come with its heartbeats). A peer that stays unreachable fails the micro-batch.
+   */
+  private async dial(to: string, stage: number, signal: AbortSignal): Promise<Stream> {
+    const giveUp = Date.now() + DIAL_PATIENCE_MS;
+    for (let delay = 100; ; delay = Math.min(1_000, delay * 2)) {
+      try {
+        return await this.o.libp2p.dialProtocol(peerIdFromString(to), PIPELINE_PROTOCOL, { signal });
+      } catch (err) {
+        if (signal.aborted || Date.now() > giveUp) throw new PipelineStreamError(`stage ${stage} peer ${to.slice(-8)} unreachable: ${(err as Error).message}`, to);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private header(att: Attempt, m: number, stage: number, direction: 'forward' | 'backward', B: number, T: number, loss: number, targets: Int32Array, weights: Float32Array): Omit<ActivationHeader, 'v' | 'type' | 'runId' | 'configHash' | 'sender' | 'ts'> {
+    return { round: att.a.round, attempt: att.a.attempt, micro: m, stage, direction, B, T, C: this.o.config.model.nEmbd, dtype: this.o.config.pipeline!.activationDtype, loss, targets, weights };
+  }
+
+  // ---------------------------------------------------------------- serving
+
+  private async attemptFor(round: number, attempt: number): Promise<Attempt | undefined> {
+    const deadline = Date.now() + ANNOUNCE_GRACE_MS;
+    for (;;) {
+      const cur = this.current;
+      if (cur && cur.a.round === round && cur.a.attempt === attempt) return cur;
+      if ((cur && (cur.a.round > round || (cur.a.round === round && cur.a.attempt > attempt))) || round < this.round || Date.now() > deadline) return undefined;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+        this.attemptWaiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** A micro-batch from the previous stage's peer: check it is one routed through us, then pass it on. */
+  private async serve(stream: Stream, connection: Connection): Promise<void> {
+    const from = connection.remotePeer.toString();
+    const io = framed(stream, () => ({ runId: this.o.runId, configHash: this.o.configHash, from, isAdmitted: this.o.isAdmitted }), AbortSignal.timeout(600_000));
+    let head: ActivationHeader | undefined;
+    try {
+      head = await readHeader(io);
+      const att = await this.attemptFor(head.round, head.attempt);
+      const refuse = async (why: string) => {
+        this.o.onReject('structure', from, why);
+        await writeError(io, this.scope, head!.round, head!.attempt, head!.micro, '', why);
+        await io.close().catch(() => {});
+      };
+      if (!att) return await refuse(`no attempt ${head.round}/${head.attempt} here`);
+      const c = this.o.config;
+      const prev = att.stage > 0 ? att.a.participants[att.a.routes[head.micro]?.[att.stage - 1] ?? -1] : undefined;
+      if (head.direction !== 'forward' || head.stage !== att.stage || !att.expected.has(head.micro) || att.received.has(head.micro) || prev !== from) {
+        return await refuse(`micro-batch ${head.micro} for stage ${head.stage} is not routed from ${from.slice(-8)} through us`);
+      }
+      if (head.B > c.train.microBatchSize || head.T !== c.train.seqLen || head.C !== c.model.nEmbd || head.dtype !== c.pipeline!.activationDtype || head.targets.some((t) => t >= c.model.vocabSize)) {
+        return await refuse(`micro-batch ${head.micro} has shape ${head.B}x${head.T}x${head.C} ${head.dtype}, the run uses ≤${c.train.microBatchSize}x${c.train.seqLen}x${c.model.nEmbd} ${c.pipeline!.activationDtype}`);
+      }
+      att.received.add(head.micro);
+      const signal = AbortSignal.any([att.abort.signal, this.stopping.signal]);
+      const { values } = await readValues(io, head);
+      let out: { gradInput?: Float32Array; loss: number };
+      try {
+        out = await this.throughStage(att, head.micro, { B: head.B, T: head.T, activations: values }, head.targets, head.weights, signal);
+      } catch (err) {
+        const failed = err instanceof PipelineStreamError ? err.failed : '';
+        await writeError(io, this.scope, head.round, head.attempt, head.micro, failed, (err as Error).message).catch(() => {});
+        await io.close().catch(() => {});
+        return;
+      }
+      att.bytes += await writeTensor(io, this.scope, this.header(att, head.micro, att.stage, 'backward', head.B, head.T, out.loss, new Int32Array(0), new Float32Array(0)), out.gradInput!);
+      await io.close();
+    } catch (err) {
+      this.o.log.debug(`pipeline stream from ${from.slice(-8)}${head ? ` (micro-batch ${head.micro})` : ''}: ${(err as Error).message}`);
+      io.abort(err as Error);
+    }
+  }
+}
