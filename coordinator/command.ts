@@ -35,6 +35,7 @@ export const COORDINATOR_FLAGS: Record<string, FlagSpec> = {
   'activation-dtype': { type: 'string', help: 'pipeline: how activations travel between stages', choices: ['float32', 'float16'], default: 'float32' },
   'max-in-flight': { type: 'int', help: 'pipeline: micro-batches a first-stage peer keeps in flight (default: 2 x stages)', min: 1 },
   rounds: { type: 'int', help: 'stop after this many rounds (default: run until stopped)', min: 1 },
+  'min-peers': { type: 'int', help: 'wait for this many ready peers before the first round', min: 1, default: 1 },
   'round-timeout': { type: 'number', help: 'seconds before a stalled round is retried without its stragglers', default: 60 },
   listen: { type: 'string', help: 'comma-separated multiaddrs to listen on', default: '/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/tcp/0/ws' },
   host: { type: 'string', help: 'HTTP host', default: '127.0.0.1' },
@@ -149,7 +150,7 @@ export async function coordinatorCommand(argv: string[]): Promise<number> {
   const bound = libp2p.getMultiaddrs().map((a) => a.decapsulateCode(421).toString());
   if (info.listen.some((a) => /\/tcp\/0(\/|$)/.test(a))) info = { ...info, listen: bound };
   const store = new RunStore(paths(runDir).db);
-  const coordinator = new Coordinator({ libp2p, store, info, configHash: hash, data, runDir, log, clock: systemClock, maxRounds: flags.rounds as number | undefined });
+  const coordinator = new Coordinator({ libp2p, store, info, configHash: hash, data, runDir, log, clock: systemClock, maxRounds: flags.rounds as number | undefined, minPeers: Number(flags['min-peers']) });
   await coordinator.start();
   if (browserBuildStale()) {
     log.info('building the browser client (dist/browser)');

@@ -67,6 +67,8 @@ export interface CoordinatorDeps {
   clock: Clock;
   /** Stop after this round (tests and the demo); undefined runs until stop(). */
   maxRounds?: number;
+  /** Wait for this many ready peers before the session's first round (default 1). */
+  minPeers?: number;
 }
 
 export interface RoundRecord {
@@ -392,6 +394,15 @@ export class Coordinator {
 
   // ---------------------------------------------------------------- rounds
 
+  private started = false;
+
+  /** Whether a round may start with `ready` peers: the session's first waits for --min-peers of them. */
+  enoughToStart(ready: number): boolean {
+    if (!this.started && ready < (this.d.minPeers ?? 1)) return false;
+    this.started = true;
+    return true;
+  }
+
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const t = setTimeout(resolve, ms);
@@ -419,7 +430,7 @@ export class Coordinator {
     while (!this.abort.signal.aborted && (this.d.maxRounds === undefined || this.round < this.d.maxRounds)) {
       await this.serveQueuedState();
       let participants = this.readyParticipants();
-      if (participants.length === 0) {
+      if (participants.length === 0 || !this.enoughToStart(participants.length)) {
         await this.sleep(250);
         continue;
       }

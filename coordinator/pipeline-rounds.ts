@@ -168,7 +168,7 @@ export class PipelineRounds {
       this.replan('membership');
       const plan = this.plan!;
       const ready = plan.stages.map((s) => s.peers.filter((id) => this.isReady(c.members.get(id), s)));
-      if (this.waiting || ready.some((r) => r.length === 0)) {
+      if (this.waiting || ready.some((r) => r.length === 0) || !c.enoughToStart(ready.flat().length)) {
         await c.sleep(250);
         continue;
       }

@@ -32,6 +32,8 @@ import { PipelineStreamError, readHeader, readValues, writeError, writeTensor, t
 import { ComputeQueue } from './compute-queue.ts';
 import { averagingGroups, microBatchesOf } from './groups.ts';
 
+/** Times a driver sends a micro-batch before giving up on the attempt (the coordinator then re-plans). */
+const MICRO_BATCH_TRIES = 3;
 /** How long a hop keeps trying to reach the next stage's peer before the micro-batch fails. */
 const DIAL_PATIENCE_MS = 10_000;
 /** How long a stream for an attempt we have not seen announced waits for the announcement. */
@@ -284,7 +286,18 @@ export class StagePeer {
         const m = mine[k];
         const batch = this.o.batchAt(att.a.round, k);
         att.received.add(m);
-        await this.throughStage(att, m, { B: batch.B, T: batch.T, ids: batch.ids }, batch.targets, batch.weights ?? new Float32Array(0), signal);
+        for (let tries = 1; ; tries++) {
+          try {
+            await this.throughStage(att, m, { B: batch.B, T: batch.T, ids: batch.ids }, batch.targets, batch.weights ?? new Float32Array(0), signal);
+            break;
+          } catch (err) {
+            // A stage peer refused or dropped it before accumulating it (a peer that already did refuses a
+            // second copy, so a retry can never count a micro-batch twice): send it again, a few times.
+            if (signal.aborted || tries >= MICRO_BATCH_TRIES) throw err;
+            this.o.log.debug(`micro-batch ${m}: ${(err as Error).message}; sending it again`);
+            await new Promise((r) => setTimeout(r, 200 * tries));
+          }
+        }
       }
     };
     const lanes = Math.min(this.o.config.pipeline!.maxInFlight, mine.length);
@@ -381,6 +394,8 @@ export class StagePeer {
     const io = framed(stream, () => ({ runId: this.o.runId, configHash: this.o.configHash, from, isAdmitted: this.o.isAdmitted }), AbortSignal.timeout(600_000));
     let head: ActivationHeader | undefined;
     try {
+      // The sender may have seen the round's announcement (which admits it) before we did.
+      for (const start = Date.now(); !this.o.isAdmitted(from) && Date.now() - start < ANNOUNCE_GRACE_MS; ) await new Promise((r) => setTimeout(r, 25));
       head = await readHeader(io);
       const att = await this.attemptFor(head.round, head.attempt);
       const refuse = async (why: string) => {
@@ -404,6 +419,8 @@ export class StagePeer {
       try {
         out = await this.throughStage(att, head.micro, { B: head.B, T: head.T, activations: values }, head.targets, head.weights, signal);
       } catch (err) {
+        // Nothing of it was accumulated here (that happens last): the driver may send it again.
+        if (!att.processed.has(head.micro)) att.received.delete(head.micro);
         const failed = err instanceof PipelineStreamError ? err.failed : '';
         await writeError(io, this.scope, head.round, head.attempt, head.micro, failed, (err as Error).message).catch(() => {});
         await io.close().catch(() => {});
