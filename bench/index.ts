@@ -14,6 +14,9 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const quick = process.env.PEERTRAIN_BENCH_QUICK === '1';
+/** PEERTRAIN_BENCH_ONLY=pipeline (comma-separated section names) runs just those sections. */
+const only = process.env.PEERTRAIN_BENCH_ONLY?.split(',');
+const skipped = (section: string) => (only ? !only.includes(section) : process.env[`PEERTRAIN_BENCH_SKIP_${section.toUpperCase()}`] === '1');
 
 interface Case {
   preset: 'tiny' | 'small';
@@ -98,7 +101,7 @@ function best(tries: number, f: () => Record<string, unknown>): Record<string, u
 const hasTorch = torchAvailable();
 const torchByShape = new Map<string, Record<string, unknown>>();
 const tries = quick ? 1 : 2;
-const results = cases.map((c) => {
+const results = skipped('throughput') ? 'skipped' : cases.map((c) => {
   const mine = best(c.backend === 'wasm' ? tries : 1, () => ours(c));
   let ref: Record<string, unknown> | undefined;
   if (hasTorch) {
@@ -122,7 +125,7 @@ function quality(): Record<string, unknown> {
   const scores = run(process.execPath, ['bin/peertrain.js', 'eval', join(out, 'checkpoint.ptck'), '--json', '--batches', '32'], 600_000);
   return { preset: 'tiny', tokenizer: 'char', data: 'built-in Brown corpus', minutes, steps: train.step, tokensPerSec: train.tokensPerSec, trainLoss: train.trainLoss, valLoss: scores.valLoss, bitsPerChar: scores.bitsPerChar, perplexity: scores.perplexity, bleu: scores.bleu, distinct2: scores.distinct2, repetitionRate: scores.repetitionRate, sample: train.sample, error: train.error ?? scores.error };
 }
-const qualityResult = process.env.PEERTRAIN_BENCH_SKIP_QUALITY === '1' ? 'skipped' : quality();
+const qualityResult = skipped('quality') ? 'skipped' : quality();
 
 /**
  * The network: averaging round time and wire bytes per peer (streams vs gossip) at 2, 4 and 8 peers for 1M
@@ -160,7 +163,7 @@ function network(): Record<string, unknown> {
   const ratio = typeof one.valLoss === 'number' && typeof four.valLoss === 'number' ? Number((four.valLoss / one.valLoss).toFixed(4)) : null;
   return { averaging, bytesPerToken, equalTokens: { rounds, tokensPerRound, onePeer: one, fourPeers: four, valLossRatio: ratio, target: 'within 2% (0.98 to 1.02)' } };
 }
-const networkResult = process.env.PEERTRAIN_BENCH_SKIP_NETWORK === '1' ? 'skipped' : network();
+const networkResult = skipped('network') ? 'skipped' : network();
 
 /** The browser peer's speed (WASM, headless Chromium) against a Node peer's, training together here. */
 function browserSpeed(): Record<string, unknown> | string {
@@ -168,7 +171,31 @@ function browserSpeed(): Record<string, unknown> | string {
   process.stderr.write('bench: browser peer vs node peer\n');
   return run(process.execPath, ['bin/run-ts.js', 'bench/browser.ts', '--rounds', quick ? '5' : '30'], 1_800_000);
 }
-const browserResult = process.env.PEERTRAIN_BENCH_SKIP_BROWSER === '1' ? 'skipped' : browserSpeed();
+const browserResult = skipped('browser') ? 'skipped' : browserSpeed();
+
+/**
+ * Pipeline parallelism: throughput, bubble fraction and activation bytes per token against the number of
+ * micro-batches per round, for 2 and 4 stages (one node process per stage); and the loss with fp16 activations
+ * against fp32 at equal rounds.
+ */
+function pipeline(): Record<string, unknown> {
+  const rounds = quick ? 4 : 12;
+  const one = (stages: number, micro: number, dtype = 'float32', n = rounds) => {
+    process.stderr.write(`bench: pipeline ${stages} stages, ${micro} micro-batches, ${dtype}, ${n} rounds\n`);
+    return run(process.execPath, ['bin/run-ts.js', 'bench/pipeline.ts', '--stages', String(stages), '--micro', String(micro), '--dtype', dtype, '--rounds', String(n)], 1_200_000);
+  };
+  const sweep = [2, 4].flatMap((S) => [S, 2 * S, 4 * S].map((M) => one(S, M)));
+  const lossRounds = quick ? 6 : 60;
+  const fp32 = one(2, 8, 'float32', lossRounds);
+  const fp16 = one(2, 8, 'float16', lossRounds);
+  const delta = typeof fp32.valLoss === 'number' && typeof fp16.valLoss === 'number' ? Number((fp16.valLoss - fp32.valLoss).toFixed(4)) : null;
+  return {
+    note: 'tiny preset, micro-batch 4 x 64, built-in corpus, one wasm node process per stage on this machine; bubble = 1 - busy / (peers x round window), median over rounds after 2 warm-up rounds; ideal = (S-1)/(M+S-1)',
+    sweep,
+    fp16Impact: { stages: 2, microBatches: 8, rounds: lossRounds, float32: fp32, float16: fp16, valLossDelta: delta },
+  };
+}
+const pipelineResult = skipped('pipeline') ? 'skipped' : pipeline();
 
 console.log(
   JSON.stringify(
@@ -180,6 +207,7 @@ console.log(
       quality: qualityResult,
       network: networkResult,
       browser: browserResult,
+      pipeline: pipelineResult,
     },
     null,
     2,

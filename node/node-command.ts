@@ -91,7 +91,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
     memoryMB,
     onStageProgress: (p) =>
       log.info(
-        `round ${p.round} | stage ${p.stage + 1}/${p.stages}${Number.isNaN(p.loss) ? '' : ` | loss ${p.loss.toFixed(4)}`} | ${p.microBatches} micro-batches | busy ${p.busyMs.toFixed(0)} of ${p.windowMs.toFixed(0)} ms | sent ${(p.activationBytes / 1024).toFixed(0)} KiB | params ${p.paramHash}`,
+        `round ${p.round} | stage ${p.stage + 1}/${p.stages}${Number.isNaN(p.loss) ? '' : ` | loss ${p.loss.toFixed(4)}`} | ${p.microBatches} micro-batches | busy ${p.busyMs.toFixed(0)} of ${p.windowMs.toFixed(0)} ms | sent ${(p.activationBytes / 1024).toFixed(1)} KiB | params ${p.paramHash}`,
       ),
     onProgress: (p) => log.info(`round ${p.round} | loss ${p.loss.toFixed(4)} | ${p.tokensPerSec >= 1000 ? `${(p.tokensPerSec / 1000).toFixed(1)}k` : p.tokensPerSec.toFixed(0)} tok/s | ${p.peers} peer${p.peers > 1 ? 's' : ''} in the round | params ${p.paramHash}`),
   });

@@ -104,6 +104,11 @@ export class PeerRuntime {
 
   constructor(private readonly o: PeerOptions) {}
 
+  /** This peer's measured training speed (whole-model tokens/s), as it reports it in heartbeats. */
+  get speed(): number {
+    return this.stagePeer ? this.stagePeer.tokensPerSec : this.tokensPerSec;
+  }
+
   get peerId(): string {
     return this.o.libp2p.peerId.toString();
   }

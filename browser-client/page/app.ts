@@ -18,7 +18,7 @@ interface Status {
   history: Array<{ round: number; loss: number | null; valLoss?: number; participants: number }>;
   peers: Array<{ id: string; kind: string; backend: string; tokensPerSec: number; roundsContributed: number; lastSeen: string }>;
   rejected: Record<string, number>;
-  stages?: unknown;
+  pipeline?: { stages: Array<{ stage: number; parts: string[]; peers: string[] }>; waiting: string | null; activationDtype: string; failedAttempts: number; reroutedMicroBatches: number };
 }
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -114,7 +114,13 @@ function renderStatus(s: Status): void {
       return tr;
     }),
   );
-  $('stages').textContent = s.stages ? JSON.stringify(s.stages) : 'One stage: every peer holds the whole model (data-parallel run).';
+  const p = s.pipeline;
+  $('stages').textContent = p
+    ? [
+        ...p.stages.map((st) => `stage ${st.stage + 1}: ${st.parts[0]}…${st.parts[st.parts.length - 1]} — ${st.peers.map((id) => `…${id.slice(-6)}${id === me.status.peerId ? ' (you)' : ''}`).join(', ') || 'no peer yet'}`),
+        p.waiting ? `waiting: ${p.waiting}` : `${p.activationDtype} activations; ${p.failedAttempts} failed attempt(s), ${p.reroutedMicroBatches} micro-batch(es) re-routed`,
+      ].join('\n')
+    : 'One stage: every peer holds the whole model (data-parallel run).';
   renderChart(s);
 }
 

@@ -59,6 +59,19 @@ async function start(multiaddrs: string[], token: string, preferred: string): Pr
     log,
     clock: { now: () => Date.now() },
     makeReplica: async (config) => trainerReplica(config),
+    // What the pipeline planner may give this tab: half the device memory it reports (browsers round it and
+    // cap it at 8 GiB), within the WASM heap's 4 GiB.
+    memoryMB: Math.min(4096, ((navigator as { deviceMemory?: number }).deviceMemory ?? 4) * 512),
+    onStageProgress: (p) =>
+      post({
+        state: 'training',
+        round: p.round,
+        loss: p.loss,
+        tokensPerSec: peer?.speed ?? 0,
+        roundsContributed: peer?.roundsContributed,
+        tokensContributed: peer?.tokensContributed,
+        paramHash: p.paramHash,
+      }),
     onProgress: (p) =>
       post({
         state: 'training',

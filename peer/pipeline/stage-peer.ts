@@ -230,6 +230,11 @@ export class StagePeer {
     const S = a.stages.length;
     const signal = AbortSignal.any([att.abort.signal, AbortSignal.timeout(a.deadlineMs), this.stopping.signal]);
     for (let g = 0; g <= S; g++) this.group(g); // every peer listens on every group of the plan: parts may come early
+    // Connect to the other participants first: a browser cannot be dialled, so it reaches out, and its
+    // neighbours then send on these connections.
+    const connected = new Set(this.o.libp2p.getConnections().map((c) => c.remotePeer.toString()));
+    const others = a.participants.filter((p) => p !== this.scope.sender && !connected.has(p));
+    await Promise.allSettled(others.map((p) => this.o.libp2p.dial(peerIdFromString(p) as never, { signal: AbortSignal.any([signal, AbortSignal.timeout(2_000)]) })));
     // Drop whatever an abandoned attempt accumulated: queued after any compute still running for it.
     await this.queue.run('backward', async () => this.trainer!.discardGradients());
     if (att.stage === 0) await this.drive(att, signal);
