@@ -367,6 +367,16 @@ export class Coordinator {
         if (expected && expected !== done.paramHash) this.resync(from, `parameter hash ${done.paramHash} after round ${done.round}, expected ${expected}`);
         break;
       }
+      case 'pipe-error': {
+        // A stage peer names the peer its micro-batches could not pass (or itself, when it cannot contribute):
+        // leave that one out of the retry rather than wait out the round's deadline.
+        const e = r.msg;
+        if (!this.pipeline || e.round !== this.round) break;
+        const culprit = e.failed && this.currentParticipants.includes(e.failed) ? e.failed : from;
+        this.d.log.warn(`round ${e.round}: ${from.slice(-8)} reports ${culprit === from ? 'it cannot contribute' : `${culprit.slice(-8)} failed`}: ${e.reason}`);
+        this.failParticipant(culprit, 'failed a micro-batch');
+        break;
+      }
       case 'leave':
         this.members.delete(from);
         this.events.dispatchEvent(new CustomEvent('peer:left', { detail: from }));

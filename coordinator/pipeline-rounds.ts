@@ -201,15 +201,22 @@ export class PipelineRounds {
   /** Owners of chunks that never arrived in the last failed attempt (any group). */
   private lastMissing: string[] = [];
 
-  private async runAttempt(attempt: number, participants: string[], plan: PipelinePlan): Promise<boolean> {
+  private async runAttempt(attempt: number, ready: string[], readyPlan: PipelinePlan): Promise<boolean> {
     const c = this.c;
     const round = c.round;
     const model = this.model;
     const t = c.config.train;
-    const S = plan.stages.length;
+    const S = readyPlan.stages.length;
     const M = t.batchSize / t.microBatchSize;
-    const members = new Map(participants.map((id) => [id, this.planMember(c.members.get(id)!)]));
-    const routes = routeMicroBatches(plan, participants, members, partCosts(model), M, t.microBatchSize * t.seqLen);
+    const members = new Map(ready.map((id) => [id, this.planMember(c.members.get(id)!)]));
+    const routed = everyoneRouted(readyPlan, ready, routeMicroBatches(readyPlan, ready, members, partCosts(model), M, t.microBatchSize * t.seqLen));
+    // A peer no micro-batch is routed through sits this round out (it has nothing to average, so it could not
+    // take the step): it stays in sync and is routed again next round.
+    const used = new Set(routed.flat());
+    const participants = ready.filter((_, i) => used.has(i));
+    const plan: PipelinePlan = { stages: readyPlan.stages.map((s) => ({ ...s, peers: s.peers.filter((id) => participants.includes(id)) })) };
+    const renumber = new Map(ready.map((id, i) => [i, participants.indexOf(id)]));
+    const routes = routed.map((r) => r.map((i) => renumber.get(i)!));
     const full = await c.trainer.exportParams();
     const ranges = plan.stages.map((s) => ({ from: s.from, to: s.to }));
     const stageHashes = stageSlices(model, c.trainer.manifest, ranges, full).map(hashFloats);
@@ -269,18 +276,24 @@ export class PipelineRounds {
     const grad = assembleModelGradient(model, c.trainer.manifest, ranges, joined);
     const tensors = Object.fromEntries(c.trainer.manifest.entries.map((e) => [e.name, tf.tensor(grad.subarray(e.offset, e.offset + e.size), e.shape, 'float32')]));
     const { gradNorm } = await c.trainer.applyGradients(tensors);
-    const commit = () => c.publish({ v: PROTOCOL_VERSION, type: 'pipe-commit', runId: c.d.info.runId, configHash: c.d.configHash, sender: c.me, ts: c.d.clock.now(), round, attempt, gradNorm });
-    await commit();
-    // Gossip gives no delivery promise: repeat the commit a few times (peers keep the first).
-    for (const ms of [300, 1_000, 3_000]) setTimeout(() => void commit(), ms);
+    // The hashes peers must report, known before any of them can apply the commit.
     const after = stageSlices(model, c.trainer.manifest, ranges, await c.trainer.exportParams()).map(hashFloats);
     const expected = new Map<string, string>();
     plan.stages.forEach((s, i) => s.peers.forEach((id) => expected.set(id, after[i])));
     this.hashAfter.set(round, expected);
     this.hashAfter.delete(round - 8);
+    const commit = () => c.publish({ v: PROTOCOL_VERSION, type: 'pipe-commit', runId: c.d.info.runId, configHash: c.d.configHash, sender: c.me, ts: c.d.clock.now(), round, attempt, gradNorm });
+    await commit();
+    // Gossip gives no delivery promise: repeat the commit a few times (peers keep the first).
+    for (const ms of [300, 1_000, 3_000]) setTimeout(() => void commit(), ms);
     const micros = new Map<string, number>();
     for (const r of routes) for (const p of r) micros.set(participants[p], (micros.get(participants[p]) ?? 0) + 1);
     const stageOf = new Map(plan.stages.flatMap((s, i) => s.peers.map((id) => [id, i] as const)));
+    for (const id of ready.filter((p) => !participants.includes(p))) {
+      const m = c.members.get(id);
+      if (m) m.syncedRound = -1;
+      c.resync(id, `sat out round ${round} (more stage peers than micro-batches)`);
+    }
     await c.finishPipelineRound(
       participants.map((id) => c.members.get(id)!).filter(Boolean),
       // A first-stage peer's samples are the sequences it sampled and drove (a replay recomputes them).
@@ -305,4 +318,26 @@ export class PipelineRounds {
       reroutedMicroBatches: this.reroutedMicroBatches,
     };
   }
+}
+
+/**
+ * Gives every stage peer at least one micro-batch where the stage has enough of them, taking one from the
+ * stage's busiest peer (the greedy router may leave a slow peer out): a peer with none could not average, so
+ * it would have to sit the round out and fetch the state again.
+ */
+export function everyoneRouted(plan: PipelinePlan, participants: string[], routes: number[][]): number[][] {
+  const out = routes.map((r) => [...r]);
+  plan.stages.forEach((stage, s) => {
+    const peers = stage.peers.map((id) => participants.indexOf(id)).filter((i) => i >= 0);
+    for (const p of peers) {
+      const count = (q: number) => out.filter((r) => r[s] === q).length;
+      if (count(p) > 0) continue;
+      const busiest = peers.reduce((a, b) => (count(b) > count(a) ? b : a));
+      if (count(busiest) < 2) continue;
+      // The last micro-batch of the busiest peer moves: routes stay in order for everyone else.
+      const m = out.map((r, i) => [r, i] as const).filter(([r]) => r[s] === busiest).at(-1)![1];
+      out[m][s] = p;
+    }
+  });
+  return out;
 }

@@ -72,6 +72,8 @@ export class StageTrainer {
   samples = 0;
   /** Sum of sequence-weighted losses seen by the last stage since the last takeGradients(). */
   private lossSum = 0;
+  /** Bumped whenever the accumulators are emptied. */
+  private generation = 0;
 
   constructor(
     readonly model: ModelConfig,
@@ -143,10 +145,12 @@ export class StageTrainer {
     tf.dispose(Object.values(this.acc));
     this.acc = result.next;
     this.samples += x.B;
+    const generation = this.generation;
     try {
       const gradInput = result.gradInput ? ((await result.gradInput.data()) as Float32Array) : undefined;
       const loss = result.loss ? (await result.loss.data())[0] : undefined;
-      if (loss !== undefined) this.lossSum += loss * x.B;
+      // Unless the accumulators were taken or dropped while the loss was read back.
+      if (loss !== undefined && generation === this.generation) this.lossSum += loss * x.B;
       return { gradInput, loss };
     } finally {
       result.gradInput?.dispose();
@@ -174,22 +178,26 @@ export class StageTrainer {
   async takeGradients(): Promise<{ values: Float32Array; samples: number; loss: number }> {
     const samples = this.samples;
     const loss = samples ? this.lossSum / samples : 0;
-    let values: Float32Array;
-    if (samples === 0) values = new Float32Array(this.manifest.totalSize);
-    else {
-      const mean = tf.tidy(() => Object.fromEntries(Object.entries(this.acc).map(([k, g]) => [k, tf.div(g, samples)])));
-      try {
-        values = await flattenTensors(mean, this.manifest);
-      } finally {
-        tf.dispose(Object.values(mean));
-      }
+    if (samples === 0) {
+      this.discardGradients();
+      return { values: new Float32Array(this.manifest.totalSize), samples, loss };
     }
+    // Taken and reset before the first await: what accumulates meanwhile belongs to the next call.
+    const mean = tf.tidy(() => Object.fromEntries(Object.entries(this.acc).map(([k, g]) => [k, tf.div(g, samples)])));
     this.discardGradients();
-    return { values, samples, loss };
+    try {
+      return { values: await flattenTensors(mean, this.manifest), samples, loss };
+    } finally {
+      tf.dispose(Object.values(mean));
+    }
   }
 
-  /** Drops what was accumulated (an abandoned attempt). */
+  /**
+   * Drops what was accumulated (an abandoned attempt). Accumulating is synchronous once a backward pass has
+   * computed its gradients, so a call here never cuts one in half.
+   */
   discardGradients(): void {
+    this.generation++;
     tf.dispose(Object.values(this.acc));
     this.acc = {};
     this.samples = 0;

@@ -83,6 +83,7 @@ export class PeerRuntime {
   private allreduce?: AllReduce;
   /** Pipeline runs: this peer serves one stage instead of holding a replica. */
   private stagePeer?: StagePeer;
+  private resyncQueued = false;
   private train?: PackedSequences;
   /** The next round this peer can take part in (its state is that of the start of this round). */
   round = 0;
@@ -185,9 +186,14 @@ export class PeerRuntime {
         batchAt: (round, k) => samplePackedBatch(this.train!, this.batchSpec(), mixSeed(this.config!.train.seed, round, this.slot, 0, k)),
         publish: (m) => this.publish(m),
         resync: (why) => {
+          // Re-announcements come every second while we are out of sync: one fetch at a time is enough.
+          if (this.resyncQueued) return;
+          this.resyncQueued = true;
           this.o.log.warn(`resyncing: ${why}`);
-          this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(120_000), this.stopping.signal])));
+          this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(120_000), this.stopping.signal])).finally(() => (this.resyncQueued = false)));
         },
+        reportFailure: (a, failed, reason) =>
+          void this.publish({ ...this.scoped(), type: 'pipe-error', round: a.round, attempt: a.attempt, micro: 0, failed, reason: reason.slice(0, 500) }),
         onReject: (reason, from, detail) => this.o.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`),
         log: this.o.log,
         onProgress: (p) => {

@@ -46,6 +46,9 @@ export function stageAllreduceProtocol(group: number): string {
 /** Most pipeline stages (bounds announcements and planning). */
 export const MAX_STAGES = 256;
 
+/** Largest magnitude of an activation or activation gradient on the pipeline stream: float16's largest value. */
+export const MAX_ACTIVATION_ABS = 65504;
+
 /** Largest micro-batch tensor on the pipeline stream (elements of B·T·C), whatever its frames. */
 export const MAX_ACTIVATION_ELEMENTS = 1 << 28;
 

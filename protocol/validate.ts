@@ -9,6 +9,7 @@ import {
   MAX_CONFIG_DEPTH,
   MAX_CONFIG_NODES,
   MAX_DATA_BYTES,
+  MAX_ACTIVATION_ABS,
   MAX_ACTIVATION_ELEMENTS,
   MAX_LISTEN_ADDRS,
   MAX_MICRO_TOKENS,
@@ -384,6 +385,12 @@ function nonFiniteField(msg: Fields): string | undefined {
  * Sum of squares of a part's values, in float64: finite exactly when every value is (float32 squares cannot
  * overflow float64, even 2^18 of them), so one pass serves both the 'nonfinite' and the 'norm' check.
  */
+function maxAbs(values: Float32Array): number {
+  let m = 0;
+  for (let i = 0; i < values.length; i++) m = Math.max(m, Math.abs(values[i]));
+  return m;
+}
+
 function sumOfSquares(values: Float32Array): number {
   let sum = 0;
   for (let i = 0; i < values.length; i++) sum += values[i] * values[i];
@@ -433,6 +440,9 @@ function validate(obj: unknown, ctx: ValidationContext): DecodeResult {
     const v = msg.type === 'act-part' ? msg.values : msg.weights;
     const finite = v instanceof Uint16Array ? float16Finite(v) : Number.isFinite(sumOfSquares(v));
     if (!finite) return reject('nonfinite', `${msg.type} values hold NaN or Infinity`);
+    // Activations and their gradients stay far inside float16's range in a healthy model; larger ones are a
+    // diverged or hostile neighbour, refused before they can poison this stage's gradient.
+    if (v instanceof Float32Array && maxAbs(v) > MAX_ACTIVATION_ABS) return reject('norm', `${msg.type} holds values beyond ±${MAX_ACTIVATION_ABS}`);
   }
   if (msg.type === 'part') {
     const squares = sumOfSquares(msg.values);

@@ -4,7 +4,7 @@
  * in the bench). Reading checks every frame against the header, so a peer cannot make us allocate more than
  * the header's B·T·C or write outside it.
  */
-import { fromFloat16, partsOf, PROTOCOL_VERSION, toFloat16, type ActivationHeader } from '../../protocol/index.ts';
+import { fromFloat16, MAX_ACTIVATION_ABS, partsOf, PROTOCOL_VERSION, toFloat16, type ActivationHeader } from '../../protocol/index.ts';
 import type { FramedStream } from '../framed.ts';
 
 /** Thrown when a pipeline peer's frames do not make a well-formed tensor (or it answers with an error). */
@@ -32,6 +32,9 @@ export async function writeTensor(io: FramedStream, scope: RunScope, head: Heade
   const base = { v: PROTOCOL_VERSION, runId: scope.runId, configHash: scope.configHash, sender: scope.sender, ts: Date.now() };
   const expected = head.B * head.T * head.C;
   if (values.length !== expected) throw new PipelineStreamError(`tensor has ${values.length} values, the header says ${expected}`);
+  for (let i = 0; i < values.length; i++) {
+    if (!(Math.abs(values[i]) <= MAX_ACTIVATION_ABS)) throw new PipelineStreamError(`micro-batch ${head.micro}: ${head.direction === 'forward' ? 'activations' : 'gradients'} of this stage are not finite or beyond ±${MAX_ACTIVATION_ABS} (diverged)`, scope.sender);
+  }
   await io.write({ ...base, type: 'activation', ...head });
   const payload = head.dtype === 'float16' ? toFloat16(values) : values;
   for (const { offset, length } of partsOf(0, payload.length)) {
@@ -58,7 +61,6 @@ export async function readValues(io: FramedStream, head: ActivationHeader): Prom
   const total = head.B * head.T * head.C;
   const half = head.dtype === 'float16';
   const raw = half ? new Uint16Array(total) : new Float32Array(total);
-  const covered = new Set<number>();
   let filled = 0;
   while (filled < total) {
     const r = await io.read();
@@ -66,8 +68,8 @@ export async function readValues(io: FramedStream, head: ActivationHeader): Prom
     if (!r.ok) throw new PipelineStreamError(`rejected frame (${r.reason}: ${r.detail})`);
     const p = r.msg;
     if (p.type !== 'act-part' || p.micro !== head.micro || p.round !== head.round || p.attempt !== head.attempt) throw new PipelineStreamError(`unexpected ${p.type} frame inside micro-batch ${head.micro}`);
-    if (p.total !== total || covered.has(p.offset) || p.values instanceof Uint16Array !== half) throw new PipelineStreamError(`frame at ${p.offset} does not fit micro-batch ${head.micro}'s ${total} ${head.dtype} values`);
-    covered.add(p.offset);
+    // Frames come in order and back to back: no gap can stay zero-filled, no overlap can count twice.
+    if (p.total !== total || p.offset !== filled || p.values instanceof Uint16Array !== half) throw new PipelineStreamError(`frame at ${p.offset} does not fit micro-batch ${head.micro}'s ${total} ${head.dtype} values`);
     if (half) (raw as Uint16Array).set(p.values as Uint16Array, p.offset);
     else (raw as Float32Array).set(p.values as Float32Array, p.offset);
     filled += p.values.length;

@@ -17,9 +17,7 @@
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { hashFloats } from '../../engine/averaging.ts';
-import { buildManifest } from '../../engine/flat.ts';
-import { parameterSpecs } from '../../engine/model.ts';
-import { joinStageGradient, splitStageGradient } from '../../engine/pipeline-gradients.ts';
+import { joinStageGradient, splitStageGradient, tiedPrefix } from '../../engine/pipeline-gradients.ts';
 import { StageTrainer, type StageInput } from '../../engine/stage-trainer.ts';
 import type { Batch } from '../../engine/trainer.ts';
 import { PIPELINE_PROTOCOL, PROTOCOL_VERSION, stageAllreduceProtocol, type ActivationHeader, type Message, type PipelineAnnounce, type PipelineCommit, type RejectReason } from '../../protocol/index.ts';
@@ -32,6 +30,8 @@ import { PipelineStreamError, readHeader, readValues, writeError, writeTensor, t
 import { ComputeQueue } from './compute-queue.ts';
 import { averagingGroups, microBatchesOf } from './groups.ts';
 
+/** Share of the round's deadline one hop (and all the route beyond it) may take. */
+const HOP_SHARE_OF_DEADLINE = 0.5;
 /** Times a driver sends a micro-batch before giving up on the attempt (the coordinator then re-plans). */
 const MICRO_BATCH_TRIES = 3;
 /** How long a hop keeps trying to reach the next stage's peer before the micro-batch fails. */
@@ -67,6 +67,8 @@ export interface StagePeerOptions {
   publish: (msg: Message) => Promise<void>;
   /** Our state does not match the round: fetch it again. */
   resync: (why: string) => void;
+  /** A micro-batch could not pass `failed` (a peer id, or '' when unknown): tell the coordinator. */
+  reportFailure: (a: PipelineAnnounce, failed: string, reason: string) => void;
   onReject: (reason: RejectReason, from: string, detail: string) => void;
   log: Logger;
   onProgress?: (p: StageProgress) => void;
@@ -83,6 +85,8 @@ interface Attempt {
   started: number;
   busyAtStart: number;
   bytes: number;
+  /** Its gradients are averaged: only the commit is missing. */
+  averaged: boolean;
   changed: Array<() => void>;
 }
 
@@ -94,8 +98,10 @@ export class StagePeer {
   tokensPerSec = 0;
   private current?: Attempt;
   private readonly groups = new Map<number, AllReduce>();
+  private readonly groupSizes = new Map<number, number>();
   private readonly queue = new ComputeQueue();
   private readonly commits = new Map<string, number>();
+  private readonly abandoned = new Set<string>();
   private attemptWaiters: Array<() => void> = [];
   private chain: Promise<void> = Promise.resolve();
   private readonly stopping = new AbortController();
@@ -118,8 +124,11 @@ export class StagePeer {
     this.current?.abort.abort(new Error('stopping'));
     await this.o.libp2p.unhandle(PIPELINE_PROTOCOL).catch(() => {});
     await this.chain.catch(() => {});
-    for (const g of this.groups.values()) await g.stop();
-    this.trainer?.dispose();
+    try {
+      for (const g of this.groups.values()) await g.stop().catch(() => {});
+    } finally {
+      this.trainer?.dispose();
+    }
   }
 
   /** Adopts the stage state the coordinator served: its range decides which stage this peer serves. */
@@ -148,18 +157,26 @@ export class StagePeer {
   }
 
   onAnnounce(a: PipelineAnnounce): void {
-    if (!this.trainer || a.round < this.round) return;
+    if (!this.trainer || a.round < this.round || this.abandoned.has(`${a.round}/${a.attempt}`)) return;
     const cur = this.current;
     if (cur && cur.a.round === a.round && cur.a.attempt >= a.attempt) return; // a re-announcement
+    // The next round's announcement may beat the commit of the one we are finishing (gossip keeps no order):
+    // finish it; the announcement is repeated every second until the round starts.
+    if (cur && cur.averaged && a.round === this.round + 1) return;
     const me = a.participants.indexOf(this.scope.sender);
     if (me < 0) return;
     const stage = a.stages.findIndex((s) => s.peers.includes(me));
+    if (stage < 0) return;
     const r = this.trainer.range;
     if (a.round !== this.round || a.stages[stage].from !== r.from || a.stages[stage].to !== r.to || a.stageHashes[stage] !== this.paramHash) {
       this.supersede('out of sync');
       return this.o.resync(`round ${a.round} expects stage parts [${a.stages[stage].from}, ${a.stages[stage].to}) at ${a.stageHashes[stage]}; we hold [${r.from}, ${r.to}) at ${this.paramHash}, round ${this.round}`);
     }
     this.supersede(`superseded by attempt ${a.attempt}`);
+    // Drop what an abandoned attempt accumulated, now, before any micro-batch of this one can arrive: its
+    // computations still queued will not start (their signal is aborted), and one already running has
+    // accumulated (that happens at once when its backward pass starts).
+    this.trainer.discardGradients();
     const att: Attempt = {
       a,
       me,
@@ -171,6 +188,7 @@ export class StagePeer {
       started: performance.now(),
       busyAtStart: this.queue.busyMs,
       bytes: 0,
+      averaged: false,
       changed: [],
     };
     this.current = att;
@@ -184,6 +202,9 @@ export class StagePeer {
   private supersede(why: string): void {
     const cur = this.current;
     if (!cur) return;
+    // Never restarted: its micro-batches may already have passed other peers, which refuse them twice.
+    this.abandoned.add(`${cur.a.round}/${cur.a.attempt}`);
+    if (this.abandoned.size > 64) this.abandoned.delete(this.abandoned.values().next().value!);
     cur.abort.abort(new Error(why));
     for (const w of cur.changed.splice(0)) w();
     this.current = undefined;
@@ -201,15 +222,23 @@ export class StagePeer {
     });
   }
 
-  private group(g: number): AllReduce {
+  /**
+   * The averaging service of group g, accepting parts of at most `size` values (the vector this peer averages
+   * there): a peer that holds one stage never allocates for more, whatever a part claims.
+   */
+  private group(g: number, size: number): AllReduce {
     let ar = this.groups.get(g);
+    if (ar && this.groupSizes.get(g) !== size) {
+      void ar.stop().catch(() => {});
+      ar = undefined;
+    }
     if (!ar) {
+      this.groupSizes.set(g, size);
       ar = new AllReduce({
         libp2p: this.o.libp2p,
         runId: this.o.runId,
         configHash: this.o.configHash,
-        // Bounds what a part may claim: no stage vector is longer than the whole model.
-        size: buildManifest(parameterSpecs(this.o.config.model)).totalSize,
+        size,
         protocol: stageAllreduceProtocol(g),
         isAdmitted: this.o.isAdmitted,
         currentRound: () => this.round,
@@ -218,7 +247,7 @@ export class StagePeer {
         log: this.o.log,
       });
       this.groups.set(g, ar);
-      void ar.start();
+      void ar.start().catch((err) => this.o.log.warn(`cannot listen for stage averaging group ${g}: ${(err as Error).message}`));
     }
     return ar;
   }
@@ -229,31 +258,45 @@ export class StagePeer {
     const { a } = att;
     const S = a.stages.length;
     const signal = AbortSignal.any([att.abort.signal, AbortSignal.timeout(a.deadlineMs), this.stopping.signal]);
-    for (let g = 0; g <= S; g++) this.group(g); // every peer listens on every group of the plan: parts may come early
+    // Listen on our groups at once (parts may come before we are through), and only on ours.
+    const range = this.trainer!.range;
+    const tiedLength = tiedPrefix(this.o.config.model, range, S);
+    const ownLength = this.trainer!.manifest.totalSize - tiedLength;
+    for (const g of [...this.groups.keys()]) {
+      if (g !== att.stage && !(tiedLength && g === S)) {
+        void this.groups.get(g)!.stop().catch(() => {});
+        this.groups.delete(g);
+      }
+    }
+    this.group(att.stage, ownLength);
+    if (tiedLength) this.group(S, tiedLength);
     // Connect to the other participants first: a browser cannot be dialled, so it reaches out, and its
     // neighbours then send on these connections.
     const connected = new Set(this.o.libp2p.getConnections().map((c) => c.remotePeer.toString()));
     const others = a.participants.filter((p) => p !== this.scope.sender && !connected.has(p));
     await Promise.allSettled(others.map((p) => this.o.libp2p.dial(peerIdFromString(p) as never, { signal: AbortSignal.any([signal, AbortSignal.timeout(2_000)]) })));
-    // Drop whatever an abandoned attempt accumulated: queued after any compute still running for it.
-    await this.queue.run('backward', async () => this.trainer!.discardGradients());
     if (att.stage === 0) await this.drive(att, signal);
     await this.wait(att, () => att.processed.size === att.expected.size, signal);
     const windowMs = performance.now() - att.started;
     const busyMs = this.queue.busyMs - att.busyAtStart;
     const trainer = this.trainer!;
     const taken = await this.queue.run('backward', () => trainer.takeGradients(), signal);
-    const range = trainer.range;
+    if (!taken.values.every(Number.isFinite)) {
+      // Poisoned activations or gradients from a neighbour, or a diverged stage: contribute nothing.
+      this.o.reportFailure(a, '', `stage ${att.stage} gradient is not finite`);
+      throw new PipelineStreamError(`our stage ${att.stage} gradient is not finite: not contributing`);
+    }
     const groups = averagingGroups(a);
     const coordinator = [this.o.coordinator()];
     const split = splitStageGradient(this.o.config.model, range, S, taken.values);
     let own = split.own;
     let tied: Float32Array | undefined;
     if (taken.samples > 0) {
-      const runs: Array<Promise<Float32Array>> = [this.group(att.stage).run(a.round, a.attempt, groups.stages[att.stage], split.own, taken.samples, coordinator, signal)];
-      if (split.tied.length) runs.push(this.group(S).run(a.round, a.attempt, groups.tied, split.tied, taken.samples, coordinator, signal));
+      const runs: Array<Promise<Float32Array>> = [this.group(att.stage, ownLength).run(a.round, a.attempt, groups.stages[att.stage], split.own, taken.samples, coordinator, signal)];
+      if (split.tied.length) runs.push(this.group(S, tiedLength).run(a.round, a.attempt, groups.tied, split.tied, taken.samples, coordinator, signal));
       [own, tied] = await Promise.all(runs);
     }
+    att.averaged = true;
     // Without a contribution of our own (no micro-batch routed to us) we cannot take part in the averaging,
     // so we cannot take the step either: fetch the state again after the round.
     if (taken.samples === 0) return this.o.resync(`no micro-batch was routed through us in round ${a.round}`);
@@ -267,7 +310,7 @@ export class StagePeer {
     });
     this.paramHash = hashFloats(await trainer.exportParams());
     this.round = a.round + 1;
-    this.current = undefined;
+    if (this.current === att) this.current = undefined;
     const isLast = att.stage === S - 1;
     const tokens = taken.samples * this.o.config.train.seqLen;
     // Reported as whole-model tokens/s (what the planner compares across stages): our stage's rate scaled by
@@ -298,7 +341,12 @@ export class StagePeer {
           } catch (err) {
             // A stage peer refused or dropped it before accumulating it (a peer that already did refuses a
             // second copy, so a retry can never count a micro-batch twice): send it again, a few times.
-            if (signal.aborted || tries >= MICRO_BATCH_TRIES) throw err;
+            if (signal.aborted) throw err;
+            if (tries >= MICRO_BATCH_TRIES) {
+              // Tell the coordinator whom to leave out, rather than let the attempt run into its deadline.
+              this.o.reportFailure(att.a, err instanceof PipelineStreamError ? err.failed : '', (err as Error).message);
+              throw err;
+            }
             this.o.log.debug(`micro-batch ${m}: ${(err as Error).message}; sending it again`);
             await new Promise((r) => setTimeout(r, 200 * tries));
           }
@@ -337,7 +385,9 @@ export class StagePeer {
   /** Sends activations to the route's peer of `stage` and waits for the gradient coming back. */
   private async hop(att: Attempt, m: number, stage: number, activations: Float32Array, input: StageInput, targets: Int32Array, weights: Float32Array, signal: AbortSignal): Promise<{ gradient: Float32Array; loss: number }> {
     const to = att.a.participants[att.a.routes[m][stage]];
-    const io = framed(await this.dial(to, stage, signal), () => ({ runId: this.o.runId, configHash: this.o.configHash, from: to, isAdmitted: this.o.isAdmitted }), signal);
+    // A hop that takes most of the round's deadline has a stalled peer behind it: give up in time to say so.
+    const hopSignal = AbortSignal.any([signal, AbortSignal.timeout(Math.max(5_000, att.a.deadlineMs * HOP_SHARE_OF_DEADLINE))]);
+    const io = framed(await this.dial(to, stage, hopSignal), () => ({ runId: this.o.runId, configHash: this.o.configHash, from: to, isAdmitted: this.o.isAdmitted }), hopSignal);
     try {
       const head = this.header(att, m, stage, 'forward', input.B, input.T, 0, targets, weights);
       att.bytes += await writeTensor(io, this.scope, head, activations);
@@ -434,6 +484,9 @@ export class StagePeer {
       att.bytes += await writeTensor(io, this.scope, this.header(att, head.micro, att.stage, 'backward', head.B, head.T, out.loss, new Int32Array(0), new Float32Array(0)), out.gradInput!);
       await io.close();
     } catch (err) {
+      // A micro-batch whose values never fully arrived was not used: the driver may send it again.
+      const cur = this.current;
+      if (head && cur && cur.a.round === head.round && cur.a.attempt === head.attempt && !cur.processed.has(head.micro)) cur.received.delete(head.micro);
       this.o.log.debug(`pipeline stream from ${from.slice(-8)}${head ? ` (micro-batch ${head.micro})` : ''}: ${(err as Error).message}`);
       io.abort(err as Error);
     }

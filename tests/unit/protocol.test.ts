@@ -158,6 +158,7 @@ describe('protocol rejections', () => {
     ['activation larger than the limit', 'structure', () => raw.pack(with_('activation', { B: 1 << 12, T: 1 << 12, C: 1 << 12, targets: new Int32Array(0) }))],
     ['activation values as Float64Array', 'structure', () => raw.pack(with_('act-part', { values: new Float64Array(2) }))],
     ['float16 Infinity in activations', 'nonfinite', () => encodeMessage(with_('act-part', { values: new Uint16Array([15360, 0x7c00]) }))],
+    ['activation beyond float16 range', 'norm', () => encodeMessage(with_('act-part', { values: new Float32Array([1, -70000]) }))],
     ['NaN gradient norm in a commit', 'nonfinite', () => encodeMessage(with_('pipe-commit', { gradNorm: NaN }))],
     ['wrong version', 'version', () => encodeMessage({ ...part, v: 1 })],
     ['wrong runId', 'run', () => encodeMessage({ ...part, runId: 'run-0' })],
