@@ -188,7 +188,7 @@ function pipeline(): Record<string, unknown> {
   const lossRounds = quick ? 6 : 60;
   const fp32 = one(2, 8, 'float32', lossRounds);
   const fp16 = one(2, 8, 'float16', lossRounds);
-  const delta = typeof fp32.valLoss === 'number' && typeof fp16.valLoss === 'number' ? Number((fp16.valLoss - fp32.valLoss).toFixed(4)) : null;
+  const delta = typeof fp32.valLoss === 'number' && typeof fp16.valLoss === 'number' ? Number((fp16.valLoss - fp32.valLoss).toPrecision(3)) : null;
   return {
     note: 'tiny preset, micro-batch 4 x 64, built-in corpus, one wasm node process per stage on this machine; bubble = 1 - busy / (peers x round window), median over rounds after 2 warm-up rounds; ideal = (S-1)/(M+S-1)',
     sweep,
