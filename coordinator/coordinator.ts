@@ -363,7 +363,11 @@ export class Coordinator {
       case 'done': {
         const done = r.msg;
         this.recordLoss(done.round, done.loss, done.samples);
-        const expected = this.pipeline ? this.pipeline.expectedHash(done.round, from) : this.hashAfter.get(done.round);
+        if (this.pipeline) {
+          this.pipeline.checkHash(done.round, from, done.paramHash);
+          break;
+        }
+        const expected = this.hashAfter.get(done.round);
         if (expected && expected !== done.paramHash) this.resync(from, `parameter hash ${done.paramHash} after round ${done.round}, expected ${expected}`);
         break;
       }

@@ -42,11 +42,15 @@ export class PipelineRounds {
   reroutedMicroBatches = 0;
   private readonly groups = new Map<number, AllReduce>();
   private readonly hashAfter = new Map<number, Map<string, string>>();
+  private early: Array<{ round: number; peer: string; hash: string }> = [];
+  private startHashes?: { round: number; ranges: string; hashes: string[] };
   private readonly rtt = new Map<string, number>();
   private pinger?: ReturnType<typeof setInterval>;
   private stateCache?: { round: number; params: Float32Array; m: Float32Array; v: Float32Array; step: number };
   /** Peers the last attempt of this round failed on: left out of the retry (and told to resync). */
   private readonly excluded = new Set<string>();
+  /** The last committed round: repeated in the next announcement for peers that missed its commit. */
+  private lastCommit?: { round: number; attempt: number; gradNorm: number };
 
   constructor(private readonly c: Coordinator) {}
 
@@ -145,9 +149,17 @@ export class PipelineRounds {
     return { round: this.c.round, step: cache.step, params: gatherStage(cache.params, full, sm), optimizer, stageFrom: range.from, stageTo: range.to };
   }
 
-  /** The hash of `peer`'s stage after `round`, to check its done report against. */
-  expectedHash(round: number, peer: string): string | undefined {
-    return this.hashAfter.get(round)?.get(peer);
+  /**
+   * Checks a peer's reported stage hash after `round`; a report that beats the coordinator's own hashing
+   * (a small stage applies faster than the whole model is hashed) waits for it.
+   */
+  checkHash(round: number, peer: string, hash: string): void {
+    const expected = this.hashAfter.get(round)?.get(peer);
+    if (expected === undefined) {
+      if (round >= this.c.round - 1) this.early.push({ round, peer, hash });
+      return;
+    }
+    if (expected !== hash) this.c.resync(peer, `stage parameter hash ${hash} after round ${round}, expected ${expected}`);
   }
 
   private isReady(m: Member | undefined, s: { from: number; to: number }): boolean {
@@ -217,9 +229,13 @@ export class PipelineRounds {
     const plan: PipelinePlan = { stages: readyPlan.stages.map((s) => ({ ...s, peers: s.peers.filter((id) => participants.includes(id)) })) };
     const renumber = new Map(ready.map((id, i) => [i, participants.indexOf(id)]));
     const routes = routed.map((r) => r.map((i) => renumber.get(i)!));
-    const full = await c.trainer.exportParams();
     const ranges = plan.stages.map((s) => ({ from: s.from, to: s.to }));
-    const stageHashes = stageSlices(model, c.trainer.manifest, ranges, full).map(hashFloats);
+    // The hashes of the round's starting state: computed at the end of the last round when the plan is the same.
+    const rangesKey = JSON.stringify(ranges);
+    const stageHashes =
+      this.startHashes?.round === round && this.startHashes.ranges === rangesKey
+        ? this.startHashes.hashes
+        : stageSlices(model, c.trainer.manifest, ranges, await c.trainer.exportParams()).map(hashFloats);
     const index = new Map(participants.map((id, i) => [id, i]));
     const a: PipelineAnnounce = {
       v: PROTOCOL_VERSION,
@@ -235,6 +251,7 @@ export class PipelineRounds {
       routes,
       deadlineMs: c.config.roundTimeoutSec * 1000,
       stageHashes,
+      previous: this.lastCommit?.round === round - 1 ? { attempt: this.lastCommit.attempt, gradNorm: this.lastCommit.gradNorm } : null,
     };
     const groups = averagingGroups(a);
     const ownSize = ranges.map((r) => stageManifest(model, r).totalSize - tiedPrefix(model, r, S));
@@ -276,16 +293,21 @@ export class PipelineRounds {
     const grad = assembleModelGradient(model, c.trainer.manifest, ranges, joined);
     const tensors = Object.fromEntries(c.trainer.manifest.entries.map((e) => [e.name, tf.tensor(grad.subarray(e.offset, e.offset + e.size), e.shape, 'float32')]));
     const { gradNorm } = await c.trainer.applyGradients(tensors);
-    // The hashes peers must report, known before any of them can apply the commit.
+    const commit = () => c.publish({ v: PROTOCOL_VERSION, type: 'pipe-commit', runId: c.d.info.runId, configHash: c.d.configHash, sender: c.me, ts: c.d.clock.now(), round, attempt, gradNorm });
+    this.lastCommit = { round, attempt, gradNorm };
+    await commit();
+    // Gossip gives no delivery promise: repeat the commit a few times (peers keep the first).
+    for (const ms of [300, 1_000, 3_000]) setTimeout(() => void commit(), ms);
+    // The hashes peers must report, computed while they apply (off the round's critical path).
     const after = stageSlices(model, c.trainer.manifest, ranges, await c.trainer.exportParams()).map(hashFloats);
     const expected = new Map<string, string>();
     plan.stages.forEach((s, i) => s.peers.forEach((id) => expected.set(id, after[i])));
     this.hashAfter.set(round, expected);
     this.hashAfter.delete(round - 8);
-    const commit = () => c.publish({ v: PROTOCOL_VERSION, type: 'pipe-commit', runId: c.d.info.runId, configHash: c.d.configHash, sender: c.me, ts: c.d.clock.now(), round, attempt, gradNorm });
-    await commit();
-    // Gossip gives no delivery promise: repeat the commit a few times (peers keep the first).
-    for (const ms of [300, 1_000, 3_000]) setTimeout(() => void commit(), ms);
+    this.startHashes = { round: round + 1, ranges: rangesKey, hashes: after };
+    const early = this.early.filter((e) => e.round === round);
+    this.early = [];
+    for (const e of early) this.checkHash(e.round, e.peer, e.hash);
     const micros = new Map<string, number>();
     for (const r of routes) for (const p of r) micros.set(participants[p], (micros.get(participants[p]) ?? 0) + 1);
     const stageOf = new Map(plan.stages.flatMap((s, i) => s.peers.map((id) => [id, i] as const)));

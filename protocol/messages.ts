@@ -211,6 +211,11 @@ export interface PipelineAnnounce extends RunScoped {
   routes: number[][];
   deadlineMs: number;
   stageHashes: string[];
+  /**
+   * The commit of the round before (null when there is none in this session): a peer that missed that
+   * commit on gossip, or gets this announcement first, can still apply it.
+   */
+  previous: { attempt: number; gradNorm: number } | null;
 }
 
 /**

@@ -226,6 +226,12 @@ const pipelineRoutes: Check = (x, msg) => {
   return undefined;
 };
 
+const previousCommit: Check = (x) => {
+  if (x === null) return undefined;
+  if (!isPlainObject(x) || Object.keys(x).length !== 2 || !isInt(x.attempt) || (x.attempt as number) < 0) return 'expected null or { attempt, gradNorm }';
+  return typeof x.gradNorm === 'number' && Number.isFinite(x.gradNorm) && x.gradNorm >= 0 ? undefined : 'expected a finite gradNorm >= 0';
+};
+
 const stageHashes: Check = (x, msg) =>
   Array.isArray(x) && Array.isArray(msg.stages) && x.length === msg.stages.length && x.every((h) => hash8(h, msg) === undefined) ? undefined : 'expected one 8-hex-digit hash per stage';
 
@@ -322,7 +328,7 @@ const SCHEMAS: { [T in MessageType]: Record<keyof Extract<Message, { type: T }>,
   resync: { ...head, ...run, target: peerId, reason: str(0, MAX_REASON_LENGTH) },
   'data-request': { ...head, ...run, file: fileName },
   data: { ...head, ...run, file: fileName, offset: count, total: intAtLeast(1), bytes: dataBytes },
-  'pipe-round': { ...head, ...run, round: count, attempt: count, participants, stages: pipelineStages, routes: pipelineRoutes, deadlineMs: intAtLeast(1), stageHashes },
+  'pipe-round': { ...head, ...run, round: count, attempt: count, participants, stages: pipelineStages, routes: pipelineRoutes, deadlineMs: intAtLeast(1), stageHashes, previous: previousCommit },
   activation: {
     ...head,
     ...run,

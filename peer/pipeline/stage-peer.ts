@@ -102,6 +102,8 @@ export class StagePeer {
   private readonly queue = new ComputeQueue();
   private readonly commits = new Map<string, number>();
   private readonly abandoned = new Set<string>();
+  /** An announcement of the next round that came while we were applying this one. */
+  private pending?: PipelineAnnounce;
   private attemptWaiters: Array<() => void> = [];
   private chain: Promise<void> = Promise.resolve();
   private readonly stopping = new AbortController();
@@ -160,9 +162,13 @@ export class StagePeer {
     if (!this.trainer || a.round < this.round || this.abandoned.has(`${a.round}/${a.attempt}`)) return;
     const cur = this.current;
     if (cur && cur.a.round === a.round && cur.a.attempt >= a.attempt) return; // a re-announcement
-    // The next round's announcement may beat the commit of the one we are finishing (gossip keeps no order):
-    // finish it; the announcement is repeated every second until the round starts.
-    if (cur && cur.averaged && a.round === this.round + 1) return;
+    // The next round's announcement repeats the commit of the round before (which gossip may have lost or
+    // delivered later): finish that round first, then take this one.
+    if (a.previous && a.round === this.round + 1) this.onCommit({ round: this.round, attempt: a.previous.attempt, gradNorm: a.previous.gradNorm } as PipelineCommit);
+    if (cur && cur.averaged && a.round === this.round + 1) {
+      this.pending = a;
+      return;
+    }
     const me = a.participants.indexOf(this.scope.sender);
     if (me < 0) return;
     const stage = a.stages.findIndex((s) => s.peers.includes(me));
@@ -193,9 +199,13 @@ export class StagePeer {
     };
     this.current = att;
     for (const w of this.attemptWaiters.splice(0)) w();
-    this.chain = this.chain.then(() => this.runAttempt(att)).catch((err) => {
-      if (!att.abort.signal.aborted) this.o.log.warn(`round ${a.round} attempt ${a.attempt}: ${(err as Error).name}: ${(err as Error).message}`);
-    });
+    this.chain = this.chain
+      .then(() => this.runAttempt(att))
+      .catch((err) => {
+        if (!att.abort.signal.aborted) this.o.log.warn(`round ${a.round} attempt ${a.attempt}: ${(err as Error).name}: ${(err as Error).message}`);
+        // Failed (a deadline, a peer gone): it is over, whatever comes next is judged afresh.
+        if (this.current === att) this.supersede('failed');
+      });
   }
 
   /** Abandons the attempt in flight; its accumulated gradients are dropped once its running compute ends. */
@@ -317,6 +327,9 @@ export class StagePeer {
     // the share of the model's parts it holds.
     this.tokensPerSec = busyMs > 0 ? (tokens / busyMs) * 1000 * ((this.o.config.model.nLayer + 2) / Math.max(1, range.to - range.from)) : this.tokensPerSec;
     await this.o.publish({ v: PROTOCOL_VERSION, type: 'done', ...this.scoped(), round: a.round, attempt: a.attempt, paramHash: this.paramHash, loss: isLast ? taken.loss : 0, samples: isLast ? taken.samples : 0 });
+    const next = this.pending;
+    this.pending = undefined;
+    if (next && next.round === this.round) queueMicrotask(() => this.onAnnounce(next));
     this.o.onProgress?.({ round: a.round, stage: att.stage, stages: S, loss: isLast ? taken.loss : NaN, microBatches: att.expected.size, busyMs, windowMs, activationBytes: att.bytes, paramHash: this.paramHash });
   }
 

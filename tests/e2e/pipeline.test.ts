@@ -153,7 +153,7 @@ describe('pipeline faults', () => {
     const after = await waitFor('3 rounds after the kill', async () => {
       const s = await get();
       return s && s.round >= killedAt + 3 ? s : undefined;
-    }, 150_000, () => coord.output());
+    }, 150_000, () => `${coord.output().slice(-1200)}\n${nodes.map((n) => n.output().slice(-600)).join('\n----\n')}`);
     // The re-plan: the victim is gone, every stage has a peer, and one survivor now serves the emptied stage.
     const replan = after.pipeline.replans.filter((r) => r.round >= killedAt).at(-1)!;
     expect(replan).toBeDefined();
