@@ -237,7 +237,14 @@ export class Coordinator {
     });
   }
 
+  /** Whether `peer` asked for the state and waits for the next round boundary to get it. */
+  awaitingState(peer: string): boolean {
+    return this.stateQueue.some((q) => q.peer === peer);
+  }
+
   private queueState(peer: string): Promise<RunState> {
+    // A stage peer that asks for state cannot finish the round in flight: retry it now, not at its deadline.
+    if (this.pipeline) this.failParticipant(peer, 'is fetching its state');
     return new Promise((resolve, reject) => {
       this.stateQueue.push({ peer, resolve, reject });
       this.wake?.();

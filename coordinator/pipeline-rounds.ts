@@ -18,6 +18,7 @@ import { partNames } from '../engine/model.ts';
 import { PROTOCOL_VERSION, stageAllreduceProtocol, type PipelineAnnounce } from '../protocol/index.ts';
 import { AllReduce, AllReduceAbortedError } from '../peer/allreduce.ts';
 import { averagingGroups } from '../peer/pipeline/groups.ts';
+import { deadline } from '../peer/deadline.ts';
 import type { RunState } from '../peer/state-sync.ts';
 import type { Coordinator, Member } from './coordinator.ts';
 import { describePlan, partCosts, planPipeline, routeMicroBatches, type PipelinePlan, type PlanMember } from './pipeline-plan.ts';
@@ -129,6 +130,8 @@ export class PipelineRounds {
 
   /** The state of the stage the plan gives `peer` (called between rounds). */
   async stateFor(peer: string): Promise<RunState> {
+    // Left out of a failed attempt, it is back once it has fetched the state: plan with it again.
+    this.excluded.delete(peer);
     this.replan(`peer ${peer.slice(-6)} asks for its stage`);
     const stage = this.plan!.stages.find((s) => s.peers.includes(peer));
     if (!stage) throw new Error(`no stage of the plan fits peer ${peer.slice(-8)} (memory ${this.c.members.get(peer)?.memoryMB ?? 0} MiB)`);
@@ -145,7 +148,6 @@ export class PipelineRounds {
     optimizer.set(gatherStage(cache.v, full, sm), sm.totalSize);
     const m = this.c.members.get(peer);
     if (m) m.holds = range;
-    this.excluded.delete(peer);
     return { round: this.c.round, step: cache.step, params: gatherStage(cache.params, full, sm), optimizer, stageFrom: range.from, stageTo: range.to };
   }
 
@@ -181,6 +183,9 @@ export class PipelineRounds {
       const plan = this.plan!;
       const ready = plan.stages.map((s) => s.peers.filter((id) => this.isReady(c.members.get(id), s)));
       if (this.waiting || ready.some((r) => r.length === 0) || !c.enoughToStart(ready.flat().length)) {
+        const why = this.waiting ?? `ready per stage: ${ready.map((r) => r.length).join('/')}`;
+        if (why !== this.lastWait) c.d.log.debug(`round ${c.round} waits: ${why}`);
+        this.lastWait = why;
         await c.sleep(250);
         continue;
       }
@@ -201,8 +206,8 @@ export class PipelineRounds {
       for (const p of culprits) {
         this.excluded.add(p);
         const m = c.members.get(p);
-        // Alive but failed: it fetches the state again (then it is back in the plan).
-        if (m && c.isConnected(p)) {
+        // Alive but failed: it fetches the state again (then it is back in the plan) — unless it already is.
+        if (m && c.isConnected(p) && !c.awaitingState(p)) {
           m.syncedRound = -1;
           c.resync(p, `failed round ${c.round} attempt ${attempt}`);
         }
@@ -212,6 +217,7 @@ export class PipelineRounds {
 
   /** Owners of chunks that never arrived in the last failed attempt (any group). */
   private lastMissing: string[] = [];
+  private lastWait = '';
 
   private async runAttempt(attempt: number, ready: string[], readyPlan: PipelinePlan): Promise<boolean> {
     const c = this.c;
@@ -262,9 +268,11 @@ export class PipelineRounds {
     c.participantsOf.delete(round - 16);
     c.doneLosses.delete(round);
     c.roundAbort = new AbortController();
-    const signal = AbortSignal.any([AbortSignal.timeout(c.config.roundTimeoutSec * 1000), c.roundAbort.signal, c.abort.signal]);
+    const limit = deadline(c.config.roundTimeoutSec * 1000, c.roundAbort.signal, c.abort.signal);
+    const signal = limit.signal;
     const announce = () => c.publish({ ...a, ts: c.d.clock.now() });
     await announce();
+    c.d.log.debug(`round ${round} attempt ${attempt}: ${participants.length} participant(s), stages ${plan.stages.map((s) => s.peers.map((p) => p.slice(-6)).join(',')).join(' | ')}`);
     const timer = setInterval(() => void announce(), 1_000);
     let own: Float32Array[];
     let tied: Float32Array | undefined;
@@ -275,6 +283,7 @@ export class PipelineRounds {
       own = results.slice(0, S);
       tied = tiedSize ? results[S] : undefined;
     } catch (err) {
+      c.d.log.debug(`round ${round} attempt ${attempt}: averaging abandoned (${(err as Error).message})`);
       if (!(err instanceof AllReduceAbortedError)) c.d.log.warn(`round ${round} attempt ${attempt} failed: ${(err as Error).message}`);
       this.reroutedMicroBatches += M;
       const missing = new Set<string>();
@@ -286,6 +295,7 @@ export class PipelineRounds {
       return false;
     } finally {
       clearInterval(timer);
+      limit.clear();
       c.currentParticipants = [];
     }
     // Every stage's average is in: step the whole model, then commit with the norm the stages clip by.

@@ -17,6 +17,7 @@ import { decodeMessage, encodeMessage, JOIN_PROTOCOL, PROTOCOL_VERSION, TOPIC_CO
 import { AllReduce } from './allreduce.ts';
 import { fetchShard } from './data-sync.ts';
 import { framed } from './framed.ts';
+import { deadline } from './deadline.ts';
 import { StagePeer, type StageProgress } from './pipeline/stage-peer.ts';
 import { configHash, validateRunConfig, type RunConfig } from './run-config.ts';
 import { fetchState } from './state-sync.ts';
@@ -185,13 +186,7 @@ export class PeerRuntime {
         isAdmitted: (p) => this.admitted.has(p),
         batchAt: (round, k) => samplePackedBatch(this.train!, this.batchSpec(), mixSeed(this.config!.train.seed, round, this.slot, 0, k)),
         publish: (m) => this.publish(m),
-        resync: (why) => {
-          // Re-announcements come every second while we are out of sync: one fetch at a time is enough.
-          if (this.resyncQueued) return;
-          this.resyncQueued = true;
-          this.o.log.warn(`resyncing: ${why}`);
-          this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(120_000), this.stopping.signal])).finally(() => (this.resyncQueued = false)));
-        },
+        resync: (why) => this.requestSync(why),
         reportFailure: (a, failed, reason) =>
           void this.publish({ ...this.scoped(), type: 'pipe-error', round: a.round, attempt: a.attempt, micro: 0, failed, reason: reason.slice(0, 500) }),
         onReject: (reason, from, detail) => this.o.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`),
@@ -310,8 +305,7 @@ export class PeerRuntime {
     if (!r.ok) return this.o.log.debug(`rejected control message (${r.reason}): ${r.detail}`);
     const msg = r.msg;
     if (msg.type === 'resync' && msg.target === this.peerId) {
-      this.o.log.warn(`the coordinator asks us to resync: ${msg.reason}`);
-      this.enqueue(() => this.sync(AbortSignal.any([AbortSignal.timeout(60_000), this.stopping.signal])));
+      this.requestSync(`the coordinator asks us to: ${msg.reason}`);
     } else if (msg.type === 'round' && !this.stagePeer) this.onAnnounce(msg);
     else if (msg.type === 'pipe-round' && this.stagePeer) {
       for (const p of msg.participants) this.admitted.add(p);
@@ -332,6 +326,22 @@ export class PeerRuntime {
       }
     }
     if (addrs.length) void this.o.libp2p.peerStore.merge(peerIdFromString(from), { multiaddrs: addrs }).catch(() => {});
+  }
+
+  /** Fetches the state again; requests while one is queued or running add nothing (announcements repeat). */
+  private requestSync(why: string): void {
+    if (this.resyncQueued) return;
+    this.resyncQueued = true;
+    this.o.log.warn(`resyncing: ${why}`);
+    this.enqueue(async () => {
+      const limit = deadline(120_000, this.stopping.signal);
+      try {
+        await this.sync(limit.signal);
+      } finally {
+        limit.clear();
+        this.resyncQueued = false;
+      }
+    });
   }
 
   private enqueue(task: () => Promise<void>): void {

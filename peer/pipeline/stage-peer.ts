@@ -22,6 +22,7 @@ import { StageTrainer, type StageInput } from '../../engine/stage-trainer.ts';
 import type { Batch } from '../../engine/trainer.ts';
 import { PIPELINE_PROTOCOL, PROTOCOL_VERSION, stageAllreduceProtocol, type ActivationHeader, type Message, type PipelineAnnounce, type PipelineCommit, type RejectReason } from '../../protocol/index.ts';
 import { AllReduce } from '../allreduce.ts';
+import { deadline } from '../deadline.ts';
 import { framed } from '../framed.ts';
 import type { RunConfig } from '../run-config.ts';
 import type { RunState } from '../state-sync.ts';
@@ -85,8 +86,6 @@ interface Attempt {
   started: number;
   busyAtStart: number;
   bytes: number;
-  /** Its gradients are averaged: only the commit is missing. */
-  averaged: boolean;
   changed: Array<() => void>;
 }
 
@@ -135,6 +134,10 @@ export class StagePeer {
 
   /** Adopts the stage state the coordinator served: its range decides which stage this peer serves. */
   adopt(s: RunState): void {
+    const hash = hashFloats(s.params);
+    const cur = this.current;
+    // The very state we hold and the attempt in flight starts from (a second fetch raced the first): keep going.
+    if (cur && this.trainer && cur.a.round === s.round && this.round === s.round && this.paramHash === hash && this.trainer.range.from === s.stageFrom && this.trainer.range.to === s.stageTo) return;
     this.supersede('state replaced');
     const range = { from: s.stageFrom, to: s.stageTo };
     const c = this.o.config;
@@ -147,7 +150,7 @@ export class StagePeer {
     this.trainer.optimizer.importState({ step: s.step, m: s.optimizer.subarray(0, n), v: s.optimizer.subarray(n) });
     this.trainer.discardGradients();
     this.round = s.round;
-    this.paramHash = hashFloats(s.params);
+    this.paramHash = hash;
     this.o.log.info(`serving stage parts [${range.from}, ${range.to}) from round ${s.round}`);
   }
 
@@ -165,7 +168,9 @@ export class StagePeer {
     // The next round's announcement repeats the commit of the round before (which gossip may have lost or
     // delivered later): finish that round first, then take this one.
     if (a.previous && a.round === this.round + 1) this.onCommit({ round: this.round, attempt: a.previous.attempt, gradNorm: a.previous.gradNorm } as PipelineCommit);
-    if (cur && cur.averaged && a.round === this.round + 1) {
+    // Still finishing the round before (the coordinator can be through it before we have every averaged
+    // chunk): take this announcement once that round is applied, or has failed.
+    if (cur && cur.a.round === this.round && a.round === this.round + 1 && !cur.abort.signal.aborted) {
       this.pending = a;
       return;
     }
@@ -194,7 +199,6 @@ export class StagePeer {
       started: performance.now(),
       busyAtStart: this.queue.busyMs,
       bytes: 0,
-      averaged: false,
       changed: [],
     };
     this.current = att;
@@ -205,6 +209,9 @@ export class StagePeer {
         if (!att.abort.signal.aborted) this.o.log.warn(`round ${a.round} attempt ${a.attempt}: ${(err as Error).name}: ${(err as Error).message}`);
         // Failed (a deadline, a peer gone): it is over, whatever comes next is judged afresh.
         if (this.current === att) this.supersede('failed');
+        const next = this.pending;
+        this.pending = undefined;
+        if (next) this.onAnnounce(next);
       });
   }
 
@@ -265,9 +272,17 @@ export class StagePeer {
   // ---------------------------------------------------------------- one attempt
 
   private async runAttempt(att: Attempt): Promise<void> {
+    const limit = deadline(att.a.deadlineMs, att.abort.signal, this.stopping.signal);
+    try {
+      await this.attempt(att, limit.signal);
+    } finally {
+      limit.clear();
+    }
+  }
+
+  private async attempt(att: Attempt, signal: AbortSignal): Promise<void> {
     const { a } = att;
     const S = a.stages.length;
-    const signal = AbortSignal.any([att.abort.signal, AbortSignal.timeout(a.deadlineMs), this.stopping.signal]);
     // Listen on our groups at once (parts may come before we are through), and only on ours.
     const range = this.trainer!.range;
     const tiedLength = tiedPrefix(this.o.config.model, range, S);
@@ -306,7 +321,6 @@ export class StagePeer {
       if (split.tied.length) runs.push(this.group(S, tiedLength).run(a.round, a.attempt, groups.tied, split.tied, taken.samples, coordinator, signal));
       [own, tied] = await Promise.all(runs);
     }
-    att.averaged = true;
     // Without a contribution of our own (no micro-batch routed to us) we cannot take part in the averaging,
     // so we cannot take the step either: fetch the state again after the round.
     if (taken.samples === 0) return this.o.resync(`no micro-batch was routed through us in round ${a.round}`);
@@ -399,7 +413,15 @@ export class StagePeer {
   private async hop(att: Attempt, m: number, stage: number, activations: Float32Array, input: StageInput, targets: Int32Array, weights: Float32Array, signal: AbortSignal): Promise<{ gradient: Float32Array; loss: number }> {
     const to = att.a.participants[att.a.routes[m][stage]];
     // A hop that takes most of the round's deadline has a stalled peer behind it: give up in time to say so.
-    const hopSignal = AbortSignal.any([signal, AbortSignal.timeout(Math.max(5_000, att.a.deadlineMs * HOP_SHARE_OF_DEADLINE))]);
+    const limit = deadline(Math.max(5_000, att.a.deadlineMs * HOP_SHARE_OF_DEADLINE), signal);
+    try {
+      return await this.hopWithin(att, m, stage, to, activations, input, targets, weights, limit.signal);
+    } finally {
+      limit.clear();
+    }
+  }
+
+  private async hopWithin(att: Attempt, m: number, stage: number, to: string, activations: Float32Array, input: StageInput, targets: Int32Array, weights: Float32Array, hopSignal: AbortSignal): Promise<{ gradient: Float32Array; loss: number }> {
     const io = framed(await this.dial(to, stage, hopSignal), () => ({ runId: this.o.runId, configHash: this.o.configHash, from: to, isAdmitted: this.o.isAdmitted }), hopSignal);
     try {
       const head = this.header(att, m, stage, 'forward', input.B, input.T, 0, targets, weights);
