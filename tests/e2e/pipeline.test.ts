@@ -50,8 +50,8 @@ interface PipelineStatus {
   };
 }
 
-function coordinatorArgs(runDir: string, extra: string[] = []): string[] {
-  return ['coordinator', '--run-dir', runDir, '--http-port', '0', '--data', data, '--config', config, '--batch', '8', '--micro-batch', '2', '--seq', '32', '--stages', '2', '--backend', 'wasm', ...extra];
+function coordinatorArgs(runDir: string, extra: string[] = [], stages = '2'): string[] {
+  return ['coordinator', '--run-dir', runDir, '--http-port', '0', '--data', data, '--config', config, '--batch', '8', '--micro-batch', '2', '--seq', '32', '--stages', stages, '--backend', 'wasm', ...extra];
 }
 
 /** Replays the run in this process: the first-stage peers' micro-batches, round by round, as one batch. */
@@ -130,6 +130,25 @@ describe('pipeline equivalence (sync mode)', () => {
     const nodes = [0, 1, 2, 3].map(() => startNode(info));
     await expectEquivalent(runDir, coord, nodes, 4);
   }, 300_000);
+});
+
+describe('automatic stage count', () => {
+  it('--stages auto with peers that can hold the whole model: one stage, every peer a replica on the pipeline path', async () => {
+    const runDir = join(dir, 'pipe-auto');
+    const coord = startProc(coordinatorArgs(runDir, ['--rounds', '4', '--min-peers', '2'], 'auto'));
+    const info = await waitForJoin(runDir, coord);
+    const nodes = [0, 1].map(() => startNode(info));
+    let plan: PipelineStatus['pipeline'] | undefined;
+    await waitFor('a plan with both peers', async () => {
+      plan = ((await status(info.url)) as unknown as PipelineStatus | undefined)?.pipeline;
+      return plan && plan.stages.length === 1 && plan.stages[0].peers.length === 2 ? plan : undefined;
+    }, 90_000, () => coord.output());
+    expect(plan!.stages[0].parts).toEqual(['embed', 'block0', 'block1', 'head']);
+    expect(await coord.exited).toBe(0);
+    expect(JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')).config.pipeline.stages).toBe('auto');
+    expect(nodes.map((n) => n.output()).join('\n')).toMatch(/round 3 \| stage 1\/1 \| loss/);
+    for (const n of nodes) n.child.kill('SIGTERM');
+  }, 180_000);
 });
 
 describe('pipeline faults', () => {
