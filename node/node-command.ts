@@ -20,7 +20,7 @@ const FLAGS: Record<string, FlagSpec> = {
   token: { type: 'string', help: 'the run\'s join token (or the PEERTRAIN_TOKEN environment variable)' },
   backend: { type: 'string', help: 'TF.js backend', choices: ['auto', ...BACKENDS], default: 'auto' },
   workers: { type: 'int', help: 'replica workers (default: one per core on wasm/cpu, 1 on a GPU)', min: 1 },
-  memory: { type: 'int', help: 'memory offered for the model in MiB (pipeline runs give this peer a stage that fits; default: a quarter of RAM, at most 4096 on wasm)', min: 16 },
+  memory: { type: 'int', help: 'memory offered for the model in MiB (pipeline runs give this peer a stage that fits; default: a quarter of RAM, at most 4096 on wasm)', min: 1 },
   listen: { type: 'string', help: 'comma-separated multiaddrs to listen on', default: '/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/tcp/0/ws' },
   quiet: { type: 'boolean', help: 'log warnings only' },
   help: { type: 'boolean', help: 'show this help' },

@@ -149,6 +149,22 @@ describe('automatic stage count', () => {
     expect(nodes.map((n) => n.output()).join('\n')).toMatch(/round 3 \| stage 1\/1 \| loss/);
     for (const n of nodes) n.child.kill('SIGTERM');
   }, 180_000);
+
+  it('--stages auto with peers offering too little memory for the whole model: as many stages as it takes', async () => {
+    const runDir = join(dir, 'pipe-auto-small');
+    const coord = startProc(coordinatorArgs(runDir, ['--rounds', '4', '--min-peers', '2'], 'auto'));
+    const info = await waitForJoin(runDir, coord);
+    // About 3 MiB hold this model's parameters, AdamW state and activations; 2 MiB hold half of it.
+    const nodes = [0, 1].map(() => startNode(info, ['--memory', '2']));
+    let plan: PipelineStatus['pipeline'] | undefined;
+    await waitFor('a plan over both peers', async () => {
+      plan = ((await status(info.url)) as unknown as PipelineStatus | undefined)?.pipeline;
+      return plan && plan.stages.every((st) => st.peers.length === 1) && plan.stages.length === 2 ? plan : undefined;
+    }, 90_000, () => coord.output());
+    expect(await coord.exited).toBe(0);
+    expect(nodes.map((n) => n.output()).join('\n')).toMatch(/round 3 \| stage 2\/2 \| loss/);
+    for (const n of nodes) n.child.kill('SIGTERM');
+  }, 180_000);
 });
 
 describe('pipeline faults', () => {
