@@ -32,7 +32,7 @@ export const COORDINATOR_FLAGS: Record<string, FlagSpec> = {
   seq: { type: 'int', help: 'tokens per sequence', min: 2, default: 128 },
   lr: { type: 'number', help: 'peak learning rate', default: 1e-3 },
   stages: { type: 'string', help: 'pipeline parallelism: split the model into N stages, or "auto" (fewest that fit the peers\' memory); omit for data parallelism' },
-  'activation-dtype': { type: 'string', help: 'pipeline: how activations travel between stages', choices: ['float32', 'float16'], default: 'float32' },
+  'activation-dtype': { type: 'string', help: 'pipeline: how activations travel between stages (default float32)', choices: ['float32', 'float16'] },
   'max-in-flight': { type: 'int', help: 'pipeline: micro-batches a first-stage peer keeps in flight (default: 2 x stages)', min: 1 },
   rounds: { type: 'int', help: 'stop after this many rounds (default: run until stopped)', min: 1 },
   'min-peers': { type: 'int', help: 'wait for this many ready peers before the first round', min: 1, default: 1 },
@@ -111,7 +111,7 @@ function pipelineFrom(flags: Record<string, unknown>, file: Record<string, unkno
     pipeline: validatePipelineConfig(
       {
         stages: stages ?? 'auto',
-        activationDtype: flags['activation-dtype'] !== 'float32' ? flags['activation-dtype'] : (fromFile?.activationDtype ?? 'float32'),
+        activationDtype: flags['activation-dtype'] ?? fromFile?.activationDtype ?? 'float32',
         maxInFlight: flags['max-in-flight'] ?? fromFile?.maxInFlight ?? Math.min(64, 2 * n),
       },
       parts,

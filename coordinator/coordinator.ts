@@ -38,7 +38,7 @@ const SILENCE_MS = 15_000;
 /** Attempt numbers are offset by the coordinator's session (epoch) times this. */
 const ATTEMPTS_PER_EPOCH = 1_000_000;
 /** Announcements are re-published this often until the round completes (gossip may miss a new subscriber). */
-const REANNOUNCE_MS = 1_000;
+export const REANNOUNCE_MS = 1_000;
 
 export interface Member {
   id: string;
@@ -303,6 +303,11 @@ export class Coordinator {
         this.d.log.warn(`refused ${from}: wrong join token`);
         return await refuse('wrong join token');
       }
+      const tooSmall = this.pipeline?.memoryRefusal(join.memoryMB);
+      if (tooSmall) {
+        this.d.log.warn(`refused ${from.slice(-8)}: ${tooSmall}`);
+        return await refuse(tooSmall);
+      }
       const now = this.d.clock.now();
       const slot = row?.slot ?? this.d.store.nextSlot();
       this.d.store.upsertPeer({ id: from, kind: join.kind, backend: join.backend, tokensPerSec: join.tokensPerSec, slot, joinedAt: row?.joinedAt ?? now, lastSeen: now });
@@ -533,23 +538,17 @@ export class Coordinator {
     this.paramHash = hashFloats(await this.currentParams());
     this.hashAfter.set(round, this.paramHash);
     this.hashAfter.delete(round - 8);
-    this.round = round + 1;
-    this.allreduce.forgetBefore(this.round);
-    for (const m of participants) if (this.members.has(m.id)) m.syncedRound = this.round;
+    this.allreduce.forgetBefore(round + 1);
     const seqPerMicro = this.config.train.microBatchSize * (this.isDiloco ? this.config.innerSteps : 1);
     const contributions = participants.map((m, i) => ({ peer: m.id, samples: micro[i] * seqPerMicro, loss: null }));
-    const tokens = contributions.reduce((a, c) => a + c.samples, 0) * this.config.train.seqLen;
-    // Reports that beat us here already hold the round's loss so far.
-    const early = this.doneLosses.get(round) ?? [];
-    const earlySamples = early.reduce((a, r) => a + r.samples, 0);
-    const earlyLoss = early.length ? early.reduce((a, r) => a + r.loss * r.samples, 0) / Math.max(1, earlySamples) : null;
-    this.d.store.recordRound(round, contributions, { loss: earlyLoss, valLoss: null, tokens, participants: participants.length, at: this.d.clock.now() });
-    if ((round + 1) % this.config.evalEvery === 0) await this.evaluate(round);
-    if ((round + 1) % this.config.checkpointEvery === 0) await this.checkpoint();
+    await this.roundFinished(participants, contributions, contributions.reduce((a, c) => a + c.samples, 0) * this.config.train.seqLen);
   }
 
-  /** Book-keeping of a committed pipeline round (the pipeline has already stepped the trainer). */
-  async finishPipelineRound(participants: Member[], contributions: Array<{ peer: string; samples: number; loss: null; stage: number }>, tokens: number): Promise<void> {
+  /**
+   * Book-keeping of a round whose step is taken (data-parallel or pipeline): the next round, who is in sync for
+   * it, the round's record (with the loss of the reports that beat us here), evaluation and checkpoint.
+   */
+  async roundFinished(participants: Member[], contributions: Array<{ peer: string; samples: number; loss: null; stage?: number }>, tokens: number): Promise<void> {
     const round = this.round;
     this.round = round + 1;
     for (const m of participants) if (this.members.has(m.id)) m.syncedRound = this.round;

@@ -20,8 +20,8 @@ import { AllReduce, AllReduceAbortedError } from '../peer/allreduce.ts';
 import { averagingGroups } from '../peer/pipeline/groups.ts';
 import { deadline } from '../peer/deadline.ts';
 import type { RunState } from '../peer/state-sync.ts';
-import type { Coordinator, Member } from './coordinator.ts';
-import { describePlan, partCosts, planPipeline, routeMicroBatches, type PipelinePlan, type PlanMember } from './pipeline-plan.ts';
+import { REANNOUNCE_MS, type Coordinator, type Member } from './coordinator.ts';
+import { balancedStageRanges, describePlan, partCosts, planPipeline, routeMicroBatches, stageMemoryBytes, type PipelinePlan, type PlanMember } from './pipeline-plan.ts';
 
 /** How often the coordinator measures its round-trip time to each peer (routing prefers close peers). */
 const PING_EVERY_MS = 5_000;
@@ -45,6 +45,7 @@ export class PipelineRounds {
   private readonly hashAfter = new Map<number, Map<string, string>>();
   private early: Array<{ round: number; peer: string; hash: string }> = [];
   private startHashes?: { round: number; ranges: string; hashes: string[] };
+  private smallestStage?: number;
   private readonly rtt = new Map<string, number>();
   private pinger?: ReturnType<typeof setInterval>;
   private stateCache?: { round: number; params: Float32Array; m: Float32Array; v: Float32Array; step: number };
@@ -126,6 +127,18 @@ export class PipelineRounds {
         this.c.resync(id, `moved to the stage of parts [${s.from}, ${s.to})`);
       }
     }
+  }
+
+  /** Why a peer offering `memoryMB` could serve no stage of this run (its join is refused), or undefined. */
+  memoryRefusal(memoryMB: number): string | undefined {
+    if (this.smallestStage === undefined) {
+      const p = this.c.config.pipeline!;
+      const costs = partCosts(this.model);
+      const counts = p.stages === 'auto' ? costs.map((_, i) => i + 1) : [p.stages];
+      this.smallestStage = Math.min(...counts.flatMap((S) => balancedStageRanges(costs, S).map((r) => stageMemoryBytes(this.model, this.c.config.train, r))));
+    }
+    if (memoryMB * 2 ** 20 >= this.smallestStage) return undefined;
+    return `the smallest stage of this run needs ${(this.smallestStage / 2 ** 20).toFixed(1)} MiB; this peer offers ${memoryMB} MiB (--memory)`;
   }
 
   /** The state of the stage the plan gives `peer` (called between rounds). */
@@ -273,7 +286,7 @@ export class PipelineRounds {
     const announce = () => c.publish({ ...a, ts: c.d.clock.now() });
     await announce();
     c.d.log.debug(`round ${round} attempt ${attempt}: ${participants.length} participant(s), stages ${plan.stages.map((s) => s.peers.map((p) => p.slice(-6)).join(',')).join(' | ')}`);
-    const timer = setInterval(() => void announce(), 1_000);
+    const timer = setInterval(() => void announce(), REANNOUNCE_MS);
     let own: Float32Array[];
     let tied: Float32Array | undefined;
     try {
@@ -326,7 +339,7 @@ export class PipelineRounds {
       if (m) m.syncedRound = -1;
       c.resync(id, `sat out round ${round} (more stage peers than micro-batches)`);
     }
-    await c.finishPipelineRound(
+    await c.roundFinished(
       participants.map((id) => c.members.get(id)!).filter(Boolean),
       // A first-stage peer's samples are the sequences it sampled and drove (a replay recomputes them).
       participants.map((id) => ({ peer: id, samples: (micros.get(id) ?? 0) * t.microBatchSize, loss: null, stage: stageOf.get(id)! })),

@@ -15,6 +15,7 @@ import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ALLREDUCE_PROTOCOL, MAX_PARTICIPANTS, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../protocol/index.ts';
 import { fanOut, framed } from './framed.ts';
+import { waitUntil } from './wait-until.ts';
 import type { Libp2pLike, Logger } from './types.ts';
 
 /** Thrown when a round's averaging is abandoned (deadline or shutdown). */
@@ -222,15 +223,7 @@ export class AllReduce {
   }
 
   private wait(s: Incoming, done: () => boolean, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (signal.aborted) return reject(new AllReduceAbortedError(`averaging abandoned: ${String(signal.reason?.message ?? signal.reason)}`));
-        if (done()) return resolve();
-        s.changed.push(check);
-      };
-      signal.addEventListener('abort', check, { once: true });
-      check();
-    });
+    return waitUntil(s.changed, done, signal, (reason) => new AllReduceAbortedError(`averaging abandoned: ${String((reason as Error | undefined)?.message ?? reason)}`));
   }
 
   /**

@@ -89,6 +89,8 @@ export function validateRunConfig(raw: unknown): RunConfig {
 export function validatePipelineConfig(raw: unknown, parts: number): PipelineConfig {
   if (typeof raw !== 'object' || raw === null) throw new ConfigError('pipeline must be { stages, activationDtype, maxInFlight }', 'pipeline');
   const o = raw as PipelineConfig;
+  const unknown = Object.keys(o).find((k) => !['stages', 'activationDtype', 'maxInFlight'].includes(k));
+  if (unknown) throw new ConfigError(`pipeline: unknown key "${unknown}" (allowed: stages, activationDtype, maxInFlight)`, unknown);
   if (o.stages !== 'auto' && !(Number.isInteger(o.stages) && (o.stages as number) >= 1 && (o.stages as number) <= parts)) {
     throw new ConfigError(`pipeline.stages must be "auto" or an integer in [1, ${parts}] (the model has ${parts} parts: embedding, blocks, head), got ${JSON.stringify(o.stages)}`, 'stages');
   }

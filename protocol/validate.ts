@@ -391,9 +391,14 @@ function nonFiniteField(msg: Fields): string | undefined {
  * Sum of squares of a part's values, in float64: finite exactly when every value is (float32 squares cannot
  * overflow float64, even 2^18 of them), so one pass serves both the 'nonfinite' and the 'norm' check.
  */
+/** Largest magnitude; NaN when any value is NaN (a comparison loop would skip it). */
 function maxAbs(values: Float32Array): number {
   let m = 0;
-  for (let i = 0; i < values.length; i++) m = Math.max(m, Math.abs(values[i]));
+  for (let i = 0; i < values.length; i++) {
+    const a = Math.abs(values[i]);
+    if (!(a <= m)) m = a; // NaN fails every comparison: it sticks
+    if (Number.isNaN(m)) return m;
+  }
   return m;
 }
 
@@ -444,11 +449,12 @@ function validate(obj: unknown, ctx: ValidationContext): DecodeResult {
   if (bad) return reject('nonfinite', `${msg.type}.${bad} is not finite`);
   if (msg.type === 'act-part' || msg.type === 'activation') {
     const v = msg.type === 'act-part' ? msg.values : msg.weights;
-    const finite = v instanceof Uint16Array ? float16Finite(v) : Number.isFinite(sumOfSquares(v));
-    if (!finite) return reject('nonfinite', `${msg.type} values hold NaN or Infinity`);
+    // One pass: the largest magnitude is NaN or Infinity exactly when a value is.
+    const largest = v instanceof Uint16Array ? (float16Finite(v) ? 0 : Infinity) : maxAbs(v);
+    if (!Number.isFinite(largest)) return reject('nonfinite', `${msg.type} values hold NaN or Infinity`);
     // Activations and their gradients stay far inside float16's range in a healthy model; larger ones are a
     // diverged or hostile neighbour, refused before they can poison this stage's gradient.
-    if (v instanceof Float32Array && maxAbs(v) > MAX_ACTIVATION_ABS) return reject('norm', `${msg.type} holds values beyond ±${MAX_ACTIVATION_ABS}`);
+    if (largest > MAX_ACTIVATION_ABS) return reject('norm', `${msg.type} holds values beyond ±${MAX_ACTIVATION_ABS}`);
   }
   if (msg.type === 'part') {
     const squares = sumOfSquares(msg.values);

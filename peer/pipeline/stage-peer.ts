@@ -24,6 +24,7 @@ import { PIPELINE_PROTOCOL, PROTOCOL_VERSION, stageAllreduceProtocol, type Activ
 import { AllReduce } from '../allreduce.ts';
 import { deadline } from '../deadline.ts';
 import { framed } from '../framed.ts';
+import { waitUntil } from '../wait-until.ts';
 import type { RunConfig } from '../run-config.ts';
 import type { RunState } from '../state-sync.ts';
 import type { Libp2pLike, Logger } from '../types.ts';
@@ -138,17 +139,24 @@ export class StagePeer {
     const cur = this.current;
     // The very state we hold and the attempt in flight starts from (a second fetch raced the first): keep going.
     if (cur && this.trainer && cur.a.round === s.round && this.round === s.round && this.paramHash === hash && this.trainer.range.from === s.stageFrom && this.trainer.range.to === s.stageTo) return;
-    this.supersede('state replaced');
+    // Everything is checked (range, sizes) before anything we hold is touched: a bad state leaves us as we were.
     const range = { from: s.stageFrom, to: s.stageTo };
     const c = this.o.config;
-    if (!this.trainer || this.trainer.range.from !== range.from || this.trainer.range.to !== range.to) {
+    const same = this.trainer && this.trainer.range.from === range.from && this.trainer.range.to === range.to;
+    const next = same ? this.trainer! : new StageTrainer(c.model, c.train, range, s.params); // throws on a bad range or size
+    const n = next.manifest.totalSize;
+    if (s.params.length !== n || s.optimizer.length !== 2 * n) {
+      if (!same) next.dispose();
+      throw new PipelineStreamError(`stage state for parts [${range.from}, ${range.to}) has ${s.params.length} parameters and ${s.optimizer.length} optimizer values, expected ${n} and ${2 * n}`);
+    }
+    this.supersede('state replaced');
+    if (same) next.importParams(s.params);
+    else {
       this.trainer?.dispose();
-      this.trainer = new StageTrainer(c.model, c.train, range, s.params);
-    } else this.trainer.importParams(s.params);
-    const n = s.params.length;
-    if (s.optimizer.length !== 2 * n) throw new PipelineStreamError(`stage state has ${s.optimizer.length} optimizer values, expected ${2 * n}`);
-    this.trainer.optimizer.importState({ step: s.step, m: s.optimizer.subarray(0, n), v: s.optimizer.subarray(n) });
-    this.trainer.discardGradients();
+      this.trainer = next;
+    }
+    next.optimizer.importState({ step: s.step, m: s.optimizer.subarray(0, n), v: s.optimizer.subarray(n) });
+    next.discardGradients();
     this.round = s.round;
     this.paramHash = hash;
     this.o.log.info(`serving stage parts [${range.from}, ${range.to}) from round ${s.round}`);
@@ -228,15 +236,7 @@ export class StagePeer {
   }
 
   private wait(att: Attempt, done: () => boolean, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (signal.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-        if (done()) return resolve();
-        att.changed.push(check);
-      };
-      signal.addEventListener('abort', check, { once: true });
-      check();
-    });
+    return waitUntil(att.changed, done, signal, (reason) => (reason instanceof Error ? reason : new Error('aborted')));
   }
 
   /**

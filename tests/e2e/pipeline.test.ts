@@ -118,6 +118,10 @@ describe('pipeline equivalence (sync mode)', () => {
     const coord = startProc(coordinatorArgs(runDir, ['--rounds', '5', '--min-peers', '2']));
     const info = await waitForJoin(runDir, coord);
     const nodes = [0, 1].map(() => startNode(info));
+    // A peer whose memory holds no stage is refused at once, and told why.
+    const small = startNode(info, ['--memory', '1']);
+    expect(await small.exited).toBe(1);
+    expect(small.output()).toMatch(/refused to admit us: the smallest stage of this run needs [\d.]+ MiB; this peer offers 1 MiB/);
     await expectEquivalent(runDir, coord, nodes, 2);
     // Activations crossed the stream: the first stage peer reports what it sent.
     expect(nodes.map((n) => n.output()).join('\n')).toMatch(/stage 1\/2 \| 4 micro-batches .* sent [\d.]+ KiB/);
@@ -138,15 +142,14 @@ describe('automatic stage count', () => {
     const coord = startProc(coordinatorArgs(runDir, ['--rounds', '4', '--min-peers', '2'], 'auto'));
     const info = await waitForJoin(runDir, coord);
     const nodes = [0, 1].map(() => startNode(info));
-    let plan: PipelineStatus['pipeline'] | undefined;
-    await waitFor('a plan with both peers', async () => {
-      plan = ((await status(info.url)) as unknown as PipelineStatus | undefined)?.pipeline;
-      return plan && plan.stages.length === 1 && plan.stages[0].peers.length === 2 ? plan : undefined;
-    }, 90_000, () => coord.output());
-    expect(plan!.stages[0].parts).toEqual(['embed', 'block0', 'block1', 'head']);
     expect(await coord.exited).toBe(0);
     expect(JSON.parse(readFileSync(join(runDir, 'run.json'), 'utf8')).config.pipeline.stages).toBe('auto');
-    expect(nodes.map((n) => n.output()).join('\n')).toMatch(/round 3 \| stage 1\/1 \| loss/);
+    // Read from the peers' own reports (the run may be over before a status poll sees its plan): each served
+    // the whole model, parts [0, 4), as the one stage.
+    for (const n of nodes) {
+      expect(n.output()).toMatch(/serving stage parts \[0, 4\)/);
+      expect(n.output()).toMatch(/round 3 \| stage 1\/1 \| loss/);
+    }
     for (const n of nodes) n.child.kill('SIGTERM');
   }, 180_000);
 
@@ -156,13 +159,11 @@ describe('automatic stage count', () => {
     const info = await waitForJoin(runDir, coord);
     // About 3 MiB hold this model's parameters, AdamW state and activations; 2 MiB hold half of it.
     const nodes = [0, 1].map(() => startNode(info, ['--memory', '2']));
-    let plan: PipelineStatus['pipeline'] | undefined;
-    await waitFor('a plan over both peers', async () => {
-      plan = ((await status(info.url)) as unknown as PipelineStatus | undefined)?.pipeline;
-      return plan && plan.stages.every((st) => st.peers.length === 1) && plan.stages.length === 2 ? plan : undefined;
-    }, 90_000, () => coord.output());
     expect(await coord.exited).toBe(0);
-    expect(nodes.map((n) => n.output()).join('\n')).toMatch(/round 3 \| stage 2\/2 \| loss/);
+    // One peer per stage: one served stage 1 of 2 to the end, the other stage 2 of 2.
+    const outputs = nodes.map((n) => n.output()).join('\n');
+    expect(outputs).toMatch(/round 3 \| stage 1\/2 \|/);
+    expect(outputs).toMatch(/round 3 \| stage 2\/2 \| loss/);
     for (const n of nodes) n.child.kill('SIGTERM');
   }, 180_000);
 });

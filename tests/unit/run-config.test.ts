@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assignShards, canonicalJson, splitMicroBatches } from '../../peer/run-config.ts';
+import { assignShards, canonicalJson, splitMicroBatches, validatePipelineConfig } from '../../peer/run-config.ts';
 
 describe('run config helpers', () => {
   it('splits micro-batches in proportion to speed, at least one each, summing to the total', () => {
@@ -37,5 +37,25 @@ describe('--listen flag', () => {
     expect(parseListen('/ip4/127.0.0.1/tcp/0, /ip4/127.0.0.1/tcp/0/ws')).toEqual(['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']);
     expect(() => parseListen('/ip4/nope')).toThrow(/--listen: "\/ip4\/nope" is not a multiaddr/);
     expect(() => parseListen(' , ')).toThrow(/at least one multiaddr/);
+  });
+});
+
+describe('pipeline config', () => {
+  const ok = { stages: 2, activationDtype: 'float16', maxInFlight: 4 };
+  it('accepts a stage count within the model\'s parts, or auto', () => {
+    expect(validatePipelineConfig(ok, 6)).toEqual(ok);
+    expect(validatePipelineConfig({ ...ok, stages: 'auto' }, 6).stages).toBe('auto');
+    expect(validatePipelineConfig({ ...ok, stages: 6 }, 6)).toEqual({ ...ok, stages: 6 });
+  });
+  it.each([
+    ['stages beyond the parts', { ...ok, stages: 7 }, /stages must be "auto" or an integer in \[1, 6\]/],
+    ['zero stages', { ...ok, stages: 0 }, /stages/],
+    ['fractional stages', { ...ok, stages: 1.5 }, /stages/],
+    ['an unknown dtype', { ...ok, activationDtype: 'int8' }, /activationDtype must be "float32" or "float16"/],
+    ['no in-flight micro-batches', { ...ok, maxInFlight: 0 }, /maxInFlight must be an integer in \[1, 64\]/],
+    ['not an object', 'pipeline', /pipeline must be/],
+    ['an unknown key', { ...ok, stage: 2 }, /pipeline: unknown key "stage"/],
+  ])('refuses %s with a message naming it', (_name, raw, message) => {
+    expect(() => validatePipelineConfig(raw, 6)).toThrow(message);
   });
 });
