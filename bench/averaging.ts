@@ -7,11 +7,11 @@
  *   node bin/run-ts.js bench/averaging.ts --peers 4 --size 1000000 --method streams --rounds 3
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from '../node/args.ts';
-import { AllReduce } from '../peer/allreduce.ts';
-import { silentLogger } from '../peer/types.ts';
+import { parseArgs } from '../cli/args.ts';
+import { AllReduce } from '../net/averaging/allreduce.ts';
+import { silentLogger } from '../net/types.ts';
 import { makeRng, normalArray } from '../engine/rng.ts';
-import { startNodes, stopNodes } from '../tests/helpers/p2p.ts';
+import { startNodes, stopNodes } from '../harness/local-mesh.ts';
 
 const { flags } = parseArgs(process.argv.slice(2), {
   peers: { type: 'int', help: '', default: 4, min: 2 },

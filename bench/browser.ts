@@ -6,9 +6,9 @@
 import { join } from 'node:path';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { parseArgs } from '../node/args.ts';
-import { launchBrowser } from '../tests/helpers/browser.ts';
-import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin } from '../tests/helpers/run.ts';
+import { parseArgs } from '../cli/args.ts';
+import { launchBrowser } from '../harness/browser.ts';
+import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin } from '../harness/processes.ts';
 
 const { flags } = parseArgs(process.argv.slice(2), { rounds: { type: 'int', help: '', default: 30, min: 1 } });
 const runDir = join(mkdtempSync(join(tmpdir(), 'peertrain-bench-browser-')), 'run');

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
-import { parseArgs } from '../node/args.ts';
+import { parseArgs } from '../cli/args.ts';
 
 const { flags } = parseArgs(process.argv.slice(2), {
   stages: { type: 'int', help: 'pipeline stages (one node each)', default: 2, min: 1 },

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { countParams, DEFAULT_TRAIN, modelConfigFromPreset, validateTrainConfig } from '../engine/config.ts';
 import { makeRng } from '../engine/rng.ts';
 import type { Batch } from '../engine/trainer.ts';
-import { parseArgs } from '../node/args.ts';
+import { parseArgs } from '../cli/args.ts';
 import { ReplicaGroup } from '../node/cluster/replica-group.ts';
 
 const { flags } = parseArgs(process.argv.slice(2), {

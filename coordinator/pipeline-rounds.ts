@@ -16,10 +16,10 @@ import { assembleModelGradient, joinStageGradient, stageSlices, tiedPrefix } fro
 import { gatherStage, stageManifest } from '../engine/stage-trainer.ts';
 import { partNames } from '../engine/model.ts';
 import { PROTOCOL_VERSION, stageAllreduceProtocol, type PipelineAnnounce } from '../protocol/index.ts';
-import { AllReduce, AllReduceAbortedError } from '../peer/allreduce.ts';
-import { averagingGroups } from '../peer/pipeline/groups.ts';
-import { deadline } from '../peer/deadline.ts';
-import type { RunState } from '../peer/state-sync.ts';
+import { AllReduce, AllReduceAbortedError } from '../net/averaging/allreduce.ts';
+import { averagingGroups } from '../run/pipeline-groups.ts';
+import { deadline } from '../net/deadline.ts';
+import type { RunState } from '../net/state-sync.ts';
 import { REANNOUNCE_MS, type Coordinator, type Member } from './coordinator.ts';
 import { balancedStageRanges, describePlan, partCosts, planPipeline, routeMicroBatches, stageMemoryBytes, type PipelinePlan, type PlanMember } from './pipeline-plan.ts';
 

@@ -13,7 +13,7 @@ import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@
 import type { PrivateKey } from '@libp2p/interface';
 import { ConfigError } from '../engine/errors.ts';
 import { writeFileAtomic } from '../node/checkpoint-io.ts';
-import { validateRunConfig, type RunConfig } from '../peer/run-config.ts';
+import { validateRunConfig, type RunConfig } from '../run/config.ts';
 
 export interface RunInfo {
   runId: string;

@@ -14,14 +14,14 @@ import { OuterNesterov, pseudoGradient } from '../engine/outer-optimizer.ts';
 import { mixSeed } from '../engine/rng.ts';
 import type { Batch } from '../engine/trainer.ts';
 import { decodeMessage, encodeMessage, JOIN_PROTOCOL, PROTOCOL_VERSION, TOPIC_CONTROL, TOPIC_PEERS, type Message, type RoundAnnounce } from '../protocol/index.ts';
-import { AllReduce } from './allreduce.ts';
-import { fetchShard } from './data-sync.ts';
-import { framed } from './framed.ts';
-import { deadline } from './deadline.ts';
+import { AllReduce } from '../net/averaging/allreduce.ts';
+import { fetchShard } from '../net/data-sync.ts';
+import { framed } from '../net/framed.ts';
+import { deadline } from '../net/deadline.ts';
 import { StagePeer, type StageProgress } from './pipeline/stage-peer.ts';
-import { configHash, validateRunConfig, type RunConfig } from './run-config.ts';
-import { fetchState } from './state-sync.ts';
-import type { Clock, Libp2pLike, Logger } from './types.ts';
+import { configHash, validateRunConfig, type RunConfig } from '../run/config.ts';
+import { fetchState } from '../net/state-sync.ts';
+import type { Clock, Libp2pLike, Logger } from '../net/types.ts';
 
 /** What the peer trains with: Node uses its replica workers; a browser its Web Worker. */
 export interface PeerReplica {

@@ -5,7 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { flattenTensors, sliceFlat } from '../engine/flat.ts';
 import { Trainer, type Batch } from '../engine/trainer.ts';
-import type { RunConfig } from './run-config.ts';
+import type { RunConfig } from '../run/config.ts';
 import type { PeerReplica } from './peer.ts';
 
 export function trainerReplica(config: RunConfig): PeerReplica & { trainer: Trainer } {

@@ -15,7 +15,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { GOSSIP_MAX_BYTES } from '../../protocol/index.ts';
 import { PeerRuntime } from '../../peer/peer.ts';
 import { trainerReplica } from '../../peer/trainer-replica.ts';
-import type { Logger } from '../../peer/types.ts';
+import type { Logger } from '../../net/types.ts';
 import { selectBrowserBackend } from './backend.ts';
 import type { SelftestFixture, WorkerCommand, WorkerStatus } from './messages.ts';
 import { DEFAULT_TRAIN, validateModelConfig } from '../../engine/config.ts';

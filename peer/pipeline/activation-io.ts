@@ -5,7 +5,7 @@
  * the header's B·T·C or write outside it.
  */
 import { fromFloat16, MAX_ACTIVATION_ABS, partsOf, PROTOCOL_VERSION, toFloat16, type ActivationHeader } from '../../protocol/index.ts';
-import type { FramedStream } from '../framed.ts';
+import type { FramedStream } from '../../net/framed.ts';
 
 /** Thrown when a pipeline peer's frames do not make a well-formed tensor (or it answers with an error). */
 export class PipelineStreamError extends Error {

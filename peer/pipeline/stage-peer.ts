@@ -21,16 +21,16 @@ import { joinStageGradient, splitStageGradient, tiedPrefix } from '../../engine/
 import { StageTrainer, type StageInput } from '../../engine/stage-trainer.ts';
 import type { Batch } from '../../engine/trainer.ts';
 import { PIPELINE_PROTOCOL, PROTOCOL_VERSION, stageAllreduceProtocol, type ActivationHeader, type Message, type PipelineAnnounce, type PipelineCommit, type RejectReason } from '../../protocol/index.ts';
-import { AllReduce } from '../allreduce.ts';
-import { deadline } from '../deadline.ts';
-import { framed } from '../framed.ts';
-import { waitUntil } from '../wait-until.ts';
-import type { RunConfig } from '../run-config.ts';
-import type { RunState } from '../state-sync.ts';
-import type { Libp2pLike, Logger } from '../types.ts';
+import { AllReduce } from '../../net/averaging/allreduce.ts';
+import { deadline } from '../../net/deadline.ts';
+import { framed } from '../../net/framed.ts';
+import { waitUntil } from '../../net/wait-until.ts';
+import type { RunConfig } from '../../run/config.ts';
+import type { RunState } from '../../net/state-sync.ts';
+import type { Libp2pLike, Logger } from '../../net/types.ts';
 import { PipelineStreamError, readHeader, readValues, writeError, writeTensor, type RunScope } from './activation-io.ts';
 import { ComputeQueue } from './compute-queue.ts';
-import { averagingGroups, microBatchesOf } from './groups.ts';
+import { averagingGroups, microBatchesOf } from '../../run/pipeline-groups.ts';
 
 /** Share of the round's deadline one hop (and all the route beyond it) may take. */
 const HOP_SHARE_OF_DEADLINE = 0.5;

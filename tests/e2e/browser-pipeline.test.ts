@@ -8,9 +8,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
-import { runCli, tempDir, writeText } from '../helpers/cli.ts';
-import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin } from '../helpers/run.ts';
-import { CHROMIUM, launchBrowser } from '../helpers/browser.ts';
+import { runCli, tempDir, writeText } from '../../harness/cli.ts';
+import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin } from '../../harness/processes.ts';
+import { CHROMIUM, launchBrowser } from '../../harness/browser.ts';
 
 const contexts: BrowserContext[] = [];
 afterAll(async () => {

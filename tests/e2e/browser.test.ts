@@ -9,9 +9,9 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
-import { runCli, tempDir, writeText } from '../helpers/cli.ts';
-import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin, type JoinInfo, type Proc } from '../helpers/run.ts';
-import { CHROMIUM, launchBrowser } from '../helpers/browser.ts';
+import { runCli, tempDir, writeText } from '../../harness/cli.ts';
+import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin, type JoinInfo, type Proc } from '../../harness/processes.ts';
+import { CHROMIUM, launchBrowser } from '../../harness/browser.ts';
 import { loadGolden } from '../helpers/golden.ts';
 
 const haveChromium = existsSync(CHROMIUM);

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
-import { killAll, runCli, tempDir, writeText } from '../helpers/cli.ts';
+import { killAll, runCli, tempDir, writeText } from '../../harness/cli.ts';
 
 const docs = loadBrownText().split('\n\n').slice(0, 80);
 let dir: string;

@@ -17,10 +17,10 @@ import { Trainer } from '../../engine/trainer.ts';
 import { loadCheckpoint } from '../../node/checkpoint-io.ts';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
 import { openShardDataset } from '../../node/data/shard-dataset.ts';
-import { validateRunConfig } from '../../peer/run-config.ts';
-import { runCli, tempDir, writeText } from '../helpers/cli.ts';
+import { validateRunConfig } from '../../run/config.ts';
+import { runCli, tempDir, writeText } from '../../harness/cli.ts';
 import { useBackend } from '../helpers/backend.ts';
-import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin } from '../helpers/run.ts';
+import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin } from '../../harness/processes.ts';
 
 let dir: string;
 let data: string;
@@ -166,7 +166,7 @@ describe('bad input from a peer', () => {
     const { createPeertrainLibp2p } = await import('../../node/p2p/create-libp2p.ts');
     const { multiaddr } = await import('@multiformats/multiaddr');
     const { lpStream } = await import('@libp2p/utils');
-    const { framed } = await import('../../peer/framed.ts');
+    const { framed } = await import('../../net/framed.ts');
     const P = await import('../../protocol/index.ts');
     const runDir = join(dir, 'rogue');
     const coord = startProc(coordinatorArgs(runDir));

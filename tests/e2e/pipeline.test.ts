@@ -17,10 +17,10 @@ import { Trainer } from '../../engine/trainer.ts';
 import { loadCheckpoint } from '../../node/checkpoint-io.ts';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
 import { openShardDataset } from '../../node/data/shard-dataset.ts';
-import { validateRunConfig } from '../../peer/run-config.ts';
-import { runCli, tempDir, writeText } from '../helpers/cli.ts';
+import { validateRunConfig } from '../../run/config.ts';
+import { runCli, tempDir, writeText } from '../../harness/cli.ts';
 import { useBackend } from '../helpers/backend.ts';
-import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin, type Proc } from '../helpers/run.ts';
+import { killAllProcs, startNode, startProc, status, waitFor, waitForJoin, type Proc } from '../../harness/processes.ts';
 
 let dir: string;
 let data: string;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { hashFloats } from '../../engine/averaging.ts';
 import { loadCheckpoint } from '../../node/checkpoint-io.ts';
 import { loadBrownText } from '../../node/data/builtin-corpus.ts';
-import { killAll, runCli, tempDir, writeText } from '../helpers/cli.ts';
+import { killAll, runCli, tempDir, writeText } from '../../harness/cli.ts';
 
 // Real text: 60k characters of the Brown corpus.
 // Paragraph breaks every few sentences: a text file's paragraphs are its documents (split train/val by hash).

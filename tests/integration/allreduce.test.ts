@@ -5,12 +5,12 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { lpStream } from '@libp2p/utils';
-import { AllReduce } from '../../peer/allreduce.ts';
-import { silentLogger } from '../../peer/types.ts';
+import { AllReduce } from '../../net/averaging/allreduce.ts';
+import { silentLogger } from '../../net/types.ts';
 import { ALLREDUCE_PROTOCOL, encodeMessage, PROTOCOL_VERSION, type RejectReason, type TensorPart } from '../../protocol/index.ts';
 import type { PeertrainLibp2p } from '../../node/p2p/create-libp2p.ts';
 import { makeRng, normalArray } from '../../engine/rng.ts';
-import { startNodes, stopNodes } from '../helpers/p2p.ts';
+import { startNodes, stopNodes } from '../../harness/local-mesh.ts';
 
 const RUN = { runId: 'run-test', configHash: 'cfg-test' };
 let nodes: PeertrainLibp2p[] = [];

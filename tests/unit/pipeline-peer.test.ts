@@ -5,10 +5,10 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decodeMessage, encodeMessage, type Message, type PipelineAnnounce } from '../../protocol/index.ts';
-import type { FramedStream } from '../../peer/framed.ts';
+import type { FramedStream } from '../../net/framed.ts';
 import { readHeader, readValues, writeTensor, PipelineStreamError, type HeaderFields } from '../../peer/pipeline/activation-io.ts';
 import { ComputeQueue } from '../../peer/pipeline/compute-queue.ts';
-import { averagingGroups, microBatchesOf } from '../../peer/pipeline/groups.ts';
+import { averagingGroups, microBatchesOf } from '../../run/pipeline-groups.ts';
 import { makeRng, normalArray } from '../../engine/rng.ts';
 
 const plan: Pick<PipelineAnnounce, 'participants' | 'stages' | 'routes'> = {

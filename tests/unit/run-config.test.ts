@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assignShards, canonicalJson, splitMicroBatches, validatePipelineConfig } from '../../peer/run-config.ts';
+import { assignShards, canonicalJson, splitMicroBatches, validatePipelineConfig } from '../../run/config.ts';
 
 describe('run config helpers', () => {
   it('splits micro-batches in proportion to speed, at least one each, summing to the total', () => {

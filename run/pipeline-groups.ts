@@ -4,7 +4,7 @@
  * were routed at least one micro-batch (a peer with none has nothing to contribute, and a zero weight is
  * not a valid contribution); the tied-embedding group (index S) joins the first and the last stage's groups.
  */
-import type { PipelineAnnounce } from '../../protocol/index.ts';
+import type { PipelineAnnounce } from '../protocol/index.ts';
 
 export interface AveragingGroups {
   /** Peer ids per stage, in participant order. */

@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { helpText, parseArgs, type FlagSpec } from './args.ts';
-import { UsageError } from './errors.ts';
+import { UsageError } from '../node/errors.ts';
 
 const FLAGS: Record<string, FlagSpec> = {
   peers: { type: 'int', help: 'node peers to start', min: 1, default: 2 },

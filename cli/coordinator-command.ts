@@ -6,19 +6,19 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { DEFAULT_TRAIN, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig } from '../engine/config.ts';
 import { ConfigError } from '../engine/errors.ts';
-import { helpText, parseArgs, type FlagSpec } from '../node/args.ts';
+import { helpText, parseArgs, type FlagSpec } from './args.ts';
 import { BACKENDS, selectBackend } from '../node/backend.ts';
 import { resolveData } from '../node/data/data-source.ts';
 import { UsageError } from '../node/errors.ts';
 import { createPeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
 import { parseListen } from '../node/p2p/listen.ts';
-import { configHash, validatePipelineConfig, validateRunConfig, type PipelineConfig, type RunConfig } from '../peer/run-config.ts';
-import { systemClock, type Logger } from '../peer/types.ts';
-import { Coordinator } from './coordinator.ts';
-import { startHttpServer } from './http-server.ts';
+import { configHash, validatePipelineConfig, validateRunConfig, type PipelineConfig, type RunConfig } from '../run/config.ts';
+import { systemClock, type Logger } from '../net/types.ts';
+import { Coordinator } from '../coordinator/coordinator.ts';
+import { startHttpServer } from '../coordinator/http-server.ts';
 import { BROWSER_DIST, browserBuildStale, buildBrowser } from '../browser-client/build.ts';
-import { ensureDir, loadOrCreateKey, newRunId, newToken, paths, readRunInfo, writeJoinFile, writeRunInfo } from './run-dir.ts';
-import { RunStore } from './run-store.ts';
+import { ensureDir, loadOrCreateKey, newRunId, newToken, paths, readRunInfo, writeJoinFile, writeRunInfo } from '../coordinator/run-dir.ts';
+import { RunStore } from '../coordinator/run-store.ts';
 
 export const COORDINATOR_FLAGS: Record<string, FlagSpec> = {
   'run-dir': { type: 'string', help: 'run directory (state, checkpoints, join.json); reopened on restart', default: 'runs/coordinator' },

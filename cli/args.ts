@@ -2,7 +2,7 @@
  * A small, strict command-line parser: every flag is declared with its type; unknown flags, missing values and
  * malformed numbers are UsageErrors that name the flag.
  */
-import { UsageError } from './errors.ts';
+import { UsageError } from '../node/errors.ts';
 
 export type FlagType = 'string' | 'int' | 'number' | 'boolean';
 

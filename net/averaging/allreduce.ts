@@ -13,10 +13,10 @@
  */
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { ALLREDUCE_PROTOCOL, MAX_PARTICIPANTS, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../protocol/index.ts';
-import { fanOut, framed } from './framed.ts';
-import { waitUntil } from './wait-until.ts';
-import type { Libp2pLike, Logger } from './types.ts';
+import { ALLREDUCE_PROTOCOL, MAX_PARTICIPANTS, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../../protocol/index.ts';
+import { fanOut, framed } from '../framed.ts';
+import { waitUntil } from '../wait-until.ts';
+import type { Libp2pLike, Logger } from '../types.ts';
 
 /** Thrown when a round's averaging is abandoned (deadline or shutdown). */
 export class AllReduceAbortedError extends Error {

@@ -2,13 +2,13 @@
  * peertrain's command line. Each command returns an exit code; errors with a known `name` print one line
  * naming the problem and exit non-zero, anything else prints its stack (a bug).
  */
-import { coordinatorCommand } from '../coordinator/command.ts';
+import { coordinatorCommand } from './coordinator-command.ts';
 import { nodeCommand } from './node-command.ts';
 import { demoCommand } from './demo-command.ts';
-import { prepareCommand } from './data/prepare-command.ts';
+import { prepareCommand } from './prepare-command.ts';
 import { evalCommand, generateCommand } from './eval-command.ts';
 import { exportCommand } from './export-command.ts';
-import { trainCommand } from './train/train-command.ts';
+import { trainCommand } from './train-command.ts';
 
 const COMMANDS: Record<string, { run: (argv: string[]) => Promise<number>; help: string }> = {
   prepare: { run: prepareCommand, help: 'clean, tokenize and shard text into a verifiable data folder' },

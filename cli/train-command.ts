@@ -6,20 +6,20 @@
 import { availableParallelism } from 'node:os';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { architectureDifference, countParams, DEFAULT_TRAIN, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig, type TrainConfig } from '../../engine/config.ts';
-import { stepBatches, validationBatches, type BatchSpec } from '../../engine/data/batches.ts';
-import { heldOutPrompt } from '../../engine/generate.ts';
-import { describeTokenizer, sameTokenizer, type TokenizerJSON } from '../../engine/data/tokenizers/index.ts';
-import { ArchitectureMismatchError, ConfigError, DataError } from '../../engine/errors.ts';
-import { buildManifest } from '../../engine/flat.ts';
-import { parameterSpecs } from '../../engine/model.ts';
-import type { Checkpoint } from '../../engine/checkpoint.ts';
-import { helpText, parseArgs, type FlagSpec } from '../args.ts';
-import { BACKENDS, selectBackend } from '../backend.ts';
-import { loadCheckpoint, saveCheckpoint } from '../checkpoint-io.ts';
-import { ReplicaGroup } from '../cluster/replica-group.ts';
-import { resolveData } from '../data/data-source.ts';
-import { UsageError } from '../errors.ts';
+import { architectureDifference, countParams, DEFAULT_TRAIN, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig, type TrainConfig } from '../engine/config.ts';
+import { stepBatches, validationBatches, type BatchSpec } from '../engine/data/batches.ts';
+import { heldOutPrompt } from '../engine/generate.ts';
+import { describeTokenizer, sameTokenizer, type TokenizerJSON } from '../engine/data/tokenizers/index.ts';
+import { ArchitectureMismatchError, ConfigError, DataError } from '../engine/errors.ts';
+import { buildManifest } from '../engine/flat.ts';
+import { parameterSpecs } from '../engine/model.ts';
+import type { Checkpoint } from '../engine/checkpoint.ts';
+import { helpText, parseArgs, type FlagSpec } from './args.ts';
+import { BACKENDS, selectBackend } from '../node/backend.ts';
+import { loadCheckpoint, saveCheckpoint } from '../node/checkpoint-io.ts';
+import { ReplicaGroup } from '../node/cluster/replica-group.ts';
+import { resolveData } from '../node/data/data-source.ts';
+import { UsageError } from '../node/errors.ts';
 import { Progress } from './progress.ts';
 
 export const TRAIN_FLAGS: Record<string, FlagSpec> = {

@@ -1,5 +1,5 @@
 /** Real libp2p nodes on 127.0.0.1 for multi-peer tests, connected in a full mesh and stopped afterwards. */
-import { createPeertrainLibp2p, type PeertrainLibp2p } from '../../node/p2p/create-libp2p.ts';
+import { createPeertrainLibp2p, type PeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
 
 export async function startNodes(n: number): Promise<PeertrainLibp2p[]> {
   const nodes = await Promise.all(Array.from({ length: n }, () => createPeertrainLibp2p({ listen: ['/ip4/127.0.0.1/tcp/0'] })));

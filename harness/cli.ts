@@ -5,7 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export const BIN = fileURLToPath(new URL('../../bin/peertrain.js', import.meta.url));
+export const BIN = fileURLToPath(new URL('../bin/peertrain.js', import.meta.url));
 
 export interface CliResult {
   code: number | null;

@@ -10,11 +10,11 @@ import { DataError } from '../engine/errors.ts';
 import { validateSampleOptions } from '../engine/generate.ts';
 import { bitsPerCharacter, corpusBleu, distinctN, repetitionRate, wordTokens } from '../engine/eval/metrics.ts';
 import { helpText, parseArgs, type FlagSpec } from './args.ts';
-import { BACKENDS, selectBackend } from './backend.ts';
-import { loadCheckpoint } from './checkpoint-io.ts';
-import { ReplicaGroup } from './cluster/replica-group.ts';
-import { resolveData } from './data/data-source.ts';
-import { UsageError } from './errors.ts';
+import { BACKENDS, selectBackend } from '../node/backend.ts';
+import { loadCheckpoint } from '../node/checkpoint-io.ts';
+import { ReplicaGroup } from '../node/cluster/replica-group.ts';
+import { resolveData } from '../node/data/data-source.ts';
+import { UsageError } from '../node/errors.ts';
 
 const EVAL_FLAGS: Record<string, FlagSpec> = {
   data: { type: 'string', help: 'prepared data folder or text file (default: the data the checkpoint trained on, else the built-in corpus)' },

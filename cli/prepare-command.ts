@@ -2,12 +2,12 @@
  * `peertrain prepare --input PATH... --tokenizer char|word|bpe-gpt2|bpe [--vocab-size N] --out DIR`:
  * raw text to verifiable shards (see prepare.ts), with a progress bar.
  */
-import { DEFAULT_CLEAN } from '../../engine/data/clean.ts';
-import { TOKENIZER_KINDS, type TokenizerKind } from '../../engine/data/tokenizers/index.ts';
-import { helpText, parseArgs, type FlagSpec } from '../args.ts';
-import { UsageError } from '../errors.ts';
-import { prepareDataset } from './prepare.ts';
-import { listInputFiles, readDocuments, type DocSplit } from './readers.ts';
+import { DEFAULT_CLEAN } from '../engine/data/clean.ts';
+import { TOKENIZER_KINDS, type TokenizerKind } from '../engine/data/tokenizers/index.ts';
+import { helpText, parseArgs, type FlagSpec } from './args.ts';
+import { UsageError } from '../node/errors.ts';
+import { prepareDataset } from '../node/data/prepare.ts';
+import { listInputFiles, readDocuments, type DocSplit } from '../node/data/readers.ts';
 
 const FLAGS: Record<string, FlagSpec> = {
   input: { type: 'string', help: 'a .txt, .md or .jsonl file or a directory of them (repeat for more)' },

@@ -1,8 +1,8 @@
 /** `peertrain export CKPT --format safetensors [--out FILE]`: weights in a format other tools read. */
 import { encodeSafetensors } from '../engine/export/safetensors.ts';
 import { helpText, parseArgs, type FlagSpec } from './args.ts';
-import { loadCheckpoint, writeFileAtomic } from './checkpoint-io.ts';
-import { UsageError } from './errors.ts';
+import { loadCheckpoint, writeFileAtomic } from '../node/checkpoint-io.ts';
+import { UsageError } from '../node/errors.ts';
 
 const FLAGS: Record<string, FlagSpec> = {
   format: { type: 'string', help: 'output format', choices: ['safetensors'], default: 'safetensors' },

@@ -6,14 +6,14 @@
 import { availableParallelism, totalmem } from 'node:os';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { PeerRuntime, type PeerReplica } from '../peer/peer.ts';
-import type { RunConfig } from '../peer/run-config.ts';
-import { systemClock, type Logger } from '../peer/types.ts';
+import type { RunConfig } from '../run/config.ts';
+import { systemClock, type Logger } from '../net/types.ts';
 import { helpText, parseArgs, type FlagSpec } from './args.ts';
-import { BACKENDS, selectBackend } from './backend.ts';
-import { ReplicaGroup } from './cluster/replica-group.ts';
-import { UsageError } from './errors.ts';
-import { createPeertrainLibp2p } from './p2p/create-libp2p.ts';
-import { parseListen } from './p2p/listen.ts';
+import { BACKENDS, selectBackend } from '../node/backend.ts';
+import { ReplicaGroup } from '../node/cluster/replica-group.ts';
+import { UsageError } from '../node/errors.ts';
+import { createPeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
+import { parseListen } from '../node/p2p/listen.ts';
 
 const FLAGS: Record<string, FlagSpec> = {
   join: { type: 'string', help: 'the coordinator\'s multiaddr (repeat with commas for several)' },
