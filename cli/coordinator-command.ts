@@ -12,6 +12,7 @@ import { resolveData } from '../node/data/data-source.ts';
 import { UsageError } from '../node/errors.ts';
 import { createPeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
 import { parseListen } from '../node/p2p/listen.ts';
+import { RUN_DEFAULTS, defaultMaxInFlight } from '../run/defaults.ts';
 import { configHash, validatePipelineConfig, validateRunConfig, type PipelineConfig, type RunConfig } from '../run/config.ts';
 import { systemClock, type Logger } from '../net/types.ts';
 import { Coordinator } from '../coordinator/coordinator.ts';
@@ -25,18 +26,18 @@ export const COORDINATOR_FLAGS: Record<string, FlagSpec> = {
   config: { type: 'string', help: 'JSON run config: { model, train, mode, innerSteps, outer, roundTimeoutSec, evalEvery, checkpointEvery }' },
   data: { type: 'string', help: 'prepared data folder or text file (default: the built-in corpus)' },
   preset: { type: 'string', help: 'model shape', choices: presetNames(), default: 'tiny' },
-  mode: { type: 'string', help: 'sync: average gradients every step; diloco: H local steps, then average', choices: ['sync', 'diloco'], default: 'sync' },
-  'inner-steps': { type: 'int', help: 'DiLoCo local steps per round', min: 1, default: 10 },
-  batch: { type: 'int', help: 'sequences per round over all peers (per inner step in diloco)', min: 1, default: 16 },
-  'micro-batch': { type: 'int', help: 'sequences per micro-batch (the unit handed to peers)', min: 1, default: 4 },
-  seq: { type: 'int', help: 'tokens per sequence', min: 2, default: 128 },
-  lr: { type: 'number', help: 'peak learning rate', default: 1e-3 },
+  mode: { type: 'string', help: 'sync: average gradients every step; diloco: H local steps, then average', choices: ['sync', 'diloco'], default: RUN_DEFAULTS.mode },
+  'inner-steps': { type: 'int', help: 'DiLoCo local steps per round', min: 1, default: RUN_DEFAULTS.innerSteps },
+  batch: { type: 'int', help: 'sequences per round over all peers (per inner step in diloco)', min: 1, default: RUN_DEFAULTS.batchSize },
+  'micro-batch': { type: 'int', help: 'sequences per micro-batch (the unit handed to peers)', min: 1, default: RUN_DEFAULTS.microBatchSize },
+  seq: { type: 'int', help: 'tokens per sequence', min: 2, default: RUN_DEFAULTS.seqLen },
+  lr: { type: 'number', help: 'peak learning rate', default: RUN_DEFAULTS.lr },
   stages: { type: 'string', help: 'pipeline parallelism: split the model into N stages, or "auto" (fewest that fit the peers\' memory); omit for data parallelism' },
   'activation-dtype': { type: 'string', help: 'pipeline: how activations travel between stages (default float32)', choices: ['float32', 'float16'] },
   'max-in-flight': { type: 'int', help: 'pipeline: micro-batches a first-stage peer keeps in flight (default: 2 x stages)', min: 1 },
   rounds: { type: 'int', help: 'stop after this many rounds (default: run until stopped)', min: 1 },
   'min-peers': { type: 'int', help: 'wait for this many ready peers before the first round', min: 1, default: 1 },
-  'round-timeout': { type: 'number', help: 'seconds before a stalled round is retried without its stragglers', default: 60 },
+  'round-timeout': { type: 'number', help: 'seconds before a stalled round is retried without its stragglers', default: RUN_DEFAULTS.roundTimeoutSec },
   listen: { type: 'string', help: 'comma-separated multiaddrs to listen on', default: '/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/tcp/0/ws' },
   host: { type: 'string', help: 'HTTP host', default: '127.0.0.1' },
   'http-port': { type: 'int', help: 'HTTP port (0: any free port)', min: 0, default: 8080 },
@@ -84,11 +85,11 @@ async function newRun(flags: Record<string, unknown>, log: Logger): Promise<{ co
     train,
     mode: file.mode ?? flags.mode,
     innerSteps: file.innerSteps ?? flags['inner-steps'],
-    outer: file.outer ?? { lr: 0.7, momentum: 0.9 },
+    outer: file.outer ?? RUN_DEFAULTS.outer,
     roundTimeoutSec: file.roundTimeoutSec ?? flags['round-timeout'],
-    maxPartNorm: file.maxPartNorm ?? 1e5,
-    evalEvery: file.evalEvery ?? 10,
-    checkpointEvery: file.checkpointEvery ?? 10,
+    maxPartNorm: file.maxPartNorm ?? RUN_DEFAULTS.maxPartNorm,
+    evalEvery: file.evalEvery ?? RUN_DEFAULTS.evalEvery,
+    checkpointEvery: file.checkpointEvery ?? RUN_DEFAULTS.checkpointEvery,
     data: data.manifest,
     ...pipelineFrom(flags, file, model.nLayer + 2),
   });
@@ -106,13 +107,13 @@ function pipelineFrom(flags: Record<string, unknown>, file: Record<string, unkno
     else if (/^\d+$/.test(raw)) stages = Number(raw);
     else throw new UsageError(`--stages: expected "auto" or a number of stages, got ${JSON.stringify(raw)}`);
   }
-  const n = typeof stages === 'number' ? stages : 2;
+  const n = typeof stages === 'number' ? stages : RUN_DEFAULTS.autoStagesGuess;
   return {
     pipeline: validatePipelineConfig(
       {
         stages: stages ?? 'auto',
-        activationDtype: flags['activation-dtype'] ?? fromFile?.activationDtype ?? 'float32',
-        maxInFlight: flags['max-in-flight'] ?? fromFile?.maxInFlight ?? Math.min(64, 2 * n),
+        activationDtype: flags['activation-dtype'] ?? fromFile?.activationDtype ?? RUN_DEFAULTS.activationDtype,
+        maxInFlight: flags['max-in-flight'] ?? fromFile?.maxInFlight ?? defaultMaxInFlight(n),
       },
       parts,
     ),

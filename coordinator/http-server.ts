@@ -10,7 +10,7 @@ import { extname, join, resolve, sep } from 'node:path';
 export interface HttpServerOptions {
   host: string;
   port: number;
-  status: () => Record<string, unknown>;
+  status: () => object;
   /** What a browser needs to join: the WebSocket multiaddrs and the join token. */
   joinInfo: () => { multiaddrs: string[]; token: string };
   /** The built browser client (dist/browser). */

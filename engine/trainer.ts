@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig, TrainConfig } from './config.ts';
-import { buildManifest, flattenTensors, sliceFlat, type Manifest } from './flat.ts';
+import { buildManifest, flattenTensors, sliceFlat, unflattenToTensors, type Manifest } from './flat.ts';
 import { modelLoss, parameterSpecs, initParameterArrays, type HeadTargets } from './model.ts';
 import { AdamW, clipByGlobalNorm } from './optimizer.ts';
 import { learningRate } from './schedule.ts';
@@ -60,6 +60,14 @@ export function validateBatch(b: Batch, c: ModelConfig): void {
       throw new DataError(`token id out of range [0, ${c.vocabSize}) at position ${i}`);
     }
   }
+}
+
+/** A replica's whole state, flat: parameters and AdamW moments in manifest order, and the step count. */
+export interface TrainerState {
+  step: number;
+  params: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
 }
 
 export class Trainer {
@@ -160,6 +168,36 @@ export class Trainer {
     tf.tidy(() => {
       for (const e of this.manifest.entries) this.params[e.name].assign(tf.tensor(views.get(e.name)!, e.shape, 'float32'));
     });
+  }
+
+  // ---------------------------------------------------------------- flat-array façade
+  // What the coordinator, the peers and the replica workers use: flat Float32Arrays in manifest order, so no
+  // code outside the engine creates or disposes a tensor.
+
+  /** computeGradients, flattened: the mean gradient of the micro-batches as one array, and their sequences. */
+  async flatGradients(microBatches: Batch[]): Promise<{ loss: number; grads: Float32Array; samples: number }> {
+    const { loss, grads } = await this.computeGradients(microBatches);
+    try {
+      return { loss, grads: await flattenTensors(grads, this.manifest), samples: microBatches.reduce((s, b) => s + b.B, 0) };
+    } finally {
+      tf.dispose(Object.values(grads));
+    }
+  }
+
+  /** applyGradients from one flat array (clipped, at the schedule's learning rate). */
+  applyFlatGradients(flat: Float32Array): Promise<{ gradNorm: number; lr: number }> {
+    return this.applyGradients(unflattenToTensors(flat, this.manifest));
+  }
+
+  /** Parameters and AdamW state as flat arrays. */
+  async exportState(): Promise<TrainerState> {
+    const { step, m, v } = await this.optimizer.exportState();
+    return { step, params: await this.exportParams(), m, v };
+  }
+
+  importState(s: TrainerState): void {
+    this.importParams(s.params);
+    this.optimizer.importState(s);
   }
 
   dispose(): void {

@@ -54,15 +54,8 @@ export async function waitForJoin(runDir: string, coordinator: Proc): Promise<Jo
   }, 90_000);
 }
 
-export interface Status {
-  round: number;
-  history: Array<{ round: number; loss: number | null; valLoss?: number; participants: number }>;
-  peers: Array<{ id: string; kind: string; backend: string; tokensPerSec: number; roundsContributed: number; lastSeen: string; synced: boolean }>;
-  rejected: Record<string, number>;
-  tokensTrained: number;
-  runId: string;
-  configHash: string;
-}
+export type { StatusReport as Status } from '../run/status-report.ts';
+import type { StatusReport as Status } from '../run/status-report.ts';
 
 export async function status(url: string): Promise<Status | undefined> {
   try {

@@ -31,3 +31,4 @@ export { REJECT_REASONS, validateMessage, type DecodeResult, type RejectReason, 
 export { encodeMessage, decodeMessage } from './codec.ts';
 export { chunkBounds, partsOf } from './chunks.ts';
 export { toFloat16, fromFloat16, float16Finite } from './float16.ts';
+export { envelope, type Envelope, type RunScope } from './envelope.ts';

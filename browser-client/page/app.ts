@@ -5,21 +5,8 @@
  * pause while the tab is hidden, pause on battery where the browser reports it.
  */
 import uPlot from 'uplot';
+import type { StatusReport as Status } from '../../run/status-report.ts';
 import type { WorkerCommand, WorkerStatus } from '../worker/messages.ts';
-
-interface Status {
-  runId: string;
-  configHash: string;
-  mode: string;
-  round: number;
-  tokensTrained: number;
-  model: { nLayer: number; nHead: number; nEmbd: number; blockSize: number; vocabSize: number; objective: string };
-  data: { name: string; tokenizer: string; vocabSize: number; trainTokens: number };
-  history: Array<{ round: number; loss: number | null; valLoss?: number; participants: number }>;
-  peers: Array<{ id: string; kind: string; backend: string; tokensPerSec: number; roundsContributed: number; lastSeen: string }>;
-  rejected: Record<string, number>;
-  pipeline?: { stages: Array<{ stage: number; parts: string[]; peers: string[] }>; waiting: string | null; activationDtype: string; failedAttempts: number; reroutedMicroBatches: number };
-}
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const fmt = (n: number) => (n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(0));

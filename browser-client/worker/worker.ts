@@ -10,9 +10,8 @@ import { webSockets } from '@libp2p/websockets';
 import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { identify } from '@libp2p/identify';
-import { gossipsub } from '@libp2p/gossipsub';
 import { multiaddr } from '@multiformats/multiaddr';
-import { GOSSIP_MAX_BYTES } from '../../protocol/index.ts';
+import { connectionManagerOptions, connectionMonitorOptions, peertrainGossipsub } from '../../net/libp2p-options.ts';
 import { PeerRuntime } from '../../peer/peer.ts';
 import { trainerReplica } from '../../peer/trainer-replica.ts';
 import type { Logger } from '../../net/types.ts';
@@ -41,12 +40,9 @@ async function start(multiaddrs: string[], token: string, preferred: string): Pr
     streamMuxers: [yamux()],
     // The browser's default gater refuses loopback and private addresses, where runs on a LAN live.
     connectionGater: { denyDialMultiaddr: async () => false },
-    connectionManager: { inboundConnectionThreshold: 1000 },
-    connectionMonitor: { abortConnectionOnPingFailure: false },
-    services: {
-      identify: identify(),
-      pubsub: gossipsub({ emitSelf: false, allowPublishToZeroTopicPeers: true, globalSignaturePolicy: 'StrictSign', maxInboundDataLength: GOSSIP_MAX_BYTES + 64 * 1024, floodPublish: true, doPX: false }),
-    },
+    connectionManager: connectionManagerOptions,
+    connectionMonitor: connectionMonitorOptions,
+    services: { identify: identify(), pubsub: peertrainGossipsub() },
   });
   stopLibp2p = async () => libp2p.stop();
   peer = new PeerRuntime({

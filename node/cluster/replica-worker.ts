@@ -7,7 +7,6 @@ import { parentPort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import { hashFloats } from '../../engine/averaging.ts';
 import { generate } from '../../engine/generate.ts';
-import { sliceFlat, flattenTensors } from '../../engine/flat.ts';
 import { Trainer } from '../../engine/trainer.ts';
 import { selectBackend } from '../backend.ts';
 import type { Envelope, ReplicaReply, ReplicaRequest } from './messages.ts';
@@ -30,17 +29,12 @@ async function handle(req: ReplicaRequest): Promise<{ reply: ReplicaReply; trans
     }
     case 'grads': {
       const t = need();
-      const { loss, grads } = await t.computeGradients(req.batches);
-      const flat = await flattenTensors(grads, t.manifest);
-      for (const g of Object.values(grads)) g.dispose();
-      const sequences = req.batches.reduce((s, b) => s + b.B, 0);
+      const { loss, grads: flat, samples: sequences } = await t.flatGradients(req.batches);
       return { reply: { op: 'grads', loss, grads: flat, sequences }, transfer: [flat.buffer as ArrayBuffer] };
     }
     case 'apply': {
       const t = need();
-      const views = sliceFlat(req.grads, t.manifest);
-      const grads = Object.fromEntries(t.manifest.entries.map((e) => [e.name, tf.tensor(views.get(e.name)!, e.shape, 'float32')]));
-      const { gradNorm, lr } = await t.applyGradients(grads);
+      const { gradNorm, lr } = await t.applyFlatGradients(req.grads);
       return { reply: { op: 'apply', gradNorm, lr, step: t.step, numTensors: tf.memory().numTensors } };
     }
     case 'eval': {
@@ -49,14 +43,12 @@ async function handle(req: ReplicaRequest): Promise<{ reply: ReplicaReply; trans
     }
     case 'state': {
       const t = need();
-      const { step, m, v } = await t.optimizer.exportState();
-      const params = await t.exportParams();
+      const { step, params, m, v } = await t.exportState();
       return { reply: { op: 'state', state: { step, params, m, v } }, transfer: [params.buffer as ArrayBuffer, m.buffer as ArrayBuffer, v.buffer as ArrayBuffer] };
     }
     case 'setState': {
       const t = need();
-      t.importParams(req.state.params);
-      t.optimizer.importState(req.state);
+      t.importState(req.state);
       return { reply: { op: 'setState' } };
     }
     case 'hash':

@@ -3,6 +3,7 @@
  * The tab cannot be dialled; it connects to the round's other peers itself, and activations, gradients and the
  * tied embedding's averaging cross those connections. Each serves one stage, and rounds complete with both.
  */
+import type { PipelineReport, StatusReport } from '../../run/status-report.ts';
 import { afterAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,10 +19,7 @@ afterAll(async () => {
   killAllProcs();
 });
 
-interface PipelineStatus {
-  history: Array<{ round: number; participants: number }>;
-  pipeline: { stages: Array<{ stage: number; parts: string[]; peers: string[] }> };
-}
+type PipelineStatus = StatusReport & { pipeline: PipelineReport };
 
 const peerIdOf = (page: Page) => page.evaluate(() => (window as unknown as { peertrain: { status: { peerId?: string; state: string } } }).peertrain.status);
 

@@ -6,6 +6,7 @@
  *  - faults: a stage peer killed mid-run — the run goes on, the status shows the re-plan, and the stage it
  *    left empty is served by a peer moved there (which fetched that stage's state first).
  */
+import type { PipelineReport, StatusReport } from '../../run/status-report.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,17 +39,7 @@ beforeAll(async () => {
 });
 afterAll(() => killAllProcs());
 
-interface PipelineStatus {
-  round: number;
-  history: Array<{ round: number; loss: number | null; participants: number }>;
-  pipeline: {
-    stages: Array<{ stage: number; parts: string[]; peers: string[] }>;
-    replans: Array<{ round: number; reason: string; stages: Array<{ stage: number; parts: string[]; peers: string[] }> }>;
-    failedAttempts: number;
-    reroutedMicroBatches: number;
-    waiting: string | null;
-  };
-}
+type PipelineStatus = StatusReport & { pipeline: PipelineReport };
 
 function coordinatorArgs(runDir: string, extra: string[] = [], stages = '2'): string[] {
   return ['coordinator', '--run-dir', runDir, '--http-port', '0', '--data', data, '--config', config, '--batch', '8', '--micro-batch', '2', '--seq', '32', '--stages', stages, '--backend', 'wasm', ...extra];

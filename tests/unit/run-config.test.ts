@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { assignShards, canonicalJson, splitMicroBatches, validatePipelineConfig } from '../../run/config.ts';
+import { canonicalJson, validatePipelineConfig } from '../../run/config.ts';
+import { assignShards, splitMicroBatches } from '../../run/shares.ts';
 
 describe('run config helpers', () => {
   it('splits micro-batches in proportion to speed, at least one each, summing to the total', () => {
