@@ -13,7 +13,7 @@ import type { RunConfig } from '../run/config.ts';
 import type { StatusReport } from '../run/status-report.ts';
 import { ControlChannel } from './control-channel.ts';
 import { DataParallelDriver } from './data-parallel-driver.ts';
-import { Membership, type Member } from './membership.ts';
+import { Membership } from './membership.ts';
 import { ModelReplica } from './model-replica.ts';
 import { PipelineDriver } from './pipeline-driver.ts';
 import { RoundBook, type Contribution } from './round-book.ts';
@@ -122,8 +122,8 @@ export class Coordinator {
     return this.book.round;
   }
 
-  /** The admitted members (read-only view for the CLI and tests). */
-  get members(): { size: number; has(id: string): boolean; get(id: string): Member | undefined } {
+  /** The admitted members (a read-only view for the CLI and tests). */
+  get members(): Pick<Membership, 'size' | 'has' | 'get' | 'ids' | 'values' | 'all'> {
     return this.membership;
   }
 

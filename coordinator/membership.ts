@@ -98,6 +98,10 @@ export class Membership {
     return [...this.members.values()];
   }
 
+  values(): IterableIterator<Member> {
+    return this.members.values();
+  }
+
   isConnected(peer: string): boolean {
     return this.d.libp2p.getConnections().some((c) => c.remotePeer.toString() === peer && c.status === 'open');
   }

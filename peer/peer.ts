@@ -1,58 +1,41 @@
 /**
- * The peer runtime, shared by Node nodes and (later) browser workers: joins a run with its token, fetches and
- * verifies the data, syncs the current state, then takes part in every round it is announced in —
- * computing gradients (sync) or H local steps (DiLoCo) on batches derived from the run seed, round and its
- * slot, averaging them with the other participants over direct streams, and applying the identical update.
- * It reconnects and resyncs when the coordinator goes away and comes back.
+ * The peer runtime, shared by Node nodes and browser workers: joins a run with its token (join.ts), fetches
+ * and verifies the data, syncs the current state, then hands every round to its PeerMode — data-parallel
+ * (data-parallel-mode.ts) or one pipeline stage (pipeline/stage-mode.ts). It keeps the heartbeat, routes the
+ * coordinator's gossip, runs rounds and state fetches one at a time, and reconnects and resyncs when the
+ * coordinator goes away and comes back. stop() undoes start().
  */
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { hashFloats } from '../engine/averaging.ts';
-import { packedSequences, samplePackedBatch, type BatchSpec, type PackedSequences } from '../engine/data/batches.ts';
-import { decodeShard } from '../engine/data/shards.ts';
-import { OuterNesterov, pseudoGradient } from '../engine/outer-optimizer.ts';
+import { samplePackedBatch, type BatchSpec, type PackedSequences } from '../engine/data/batches.ts';
 import { mixSeed } from '../engine/rng.ts';
-import type { Batch } from '../engine/trainer.ts';
-import { decodeMessage, encodeMessage, JOIN_PROTOCOL, PROTOCOL_VERSION, TOPIC_CONTROL, TOPIC_PEERS, type Message, type RoundAnnounce } from '../protocol/index.ts';
-import { AllReduce } from '../net/averaging/allreduce.ts';
-import { fetchShard } from '../net/data-sync.ts';
-import { framed } from '../net/framed.ts';
 import { deadline } from '../net/deadline.ts';
-import { StagePeer, type StageProgress } from './pipeline/stage-peer.ts';
-import { configHash, validateRunConfig, type RunConfig } from '../run/config.ts';
+import { sleep } from '../net/sleep.ts';
 import { fetchState } from '../net/state-sync.ts';
-import type { Clock, Libp2pLike, Logger } from '../net/types.ts';
+import type { Clock, GossipMessage, Libp2pLike, Logger, PubSubLike } from '../net/types.ts';
+import { decodeMessage, encodeMessage, envelope, TOPIC_CONTROL, TOPIC_PEERS, type Message } from '../protocol/index.ts';
+import type { RunConfig } from '../run/config.ts';
+import { DataParallelMode, type PeerProgress } from './data-parallel-mode.ts';
+import { fetchTrainingData, joinRun, JoinRefusedError, type Welcomed } from './join.ts';
+import type { PeerMode, PeerModeContext } from './peer-mode.ts';
+import { StageMode, type StageProgress } from './pipeline/stage-mode.ts';
+import type { PeerReplica } from './replica.ts';
 
-/** What the peer trains with: Node uses its replica workers; a browser its Web Worker. */
-export interface PeerReplica {
-  gradients(batches: Batch[]): Promise<{ loss: number; grads: Float32Array; samples: number }>;
-  apply(grads: Float32Array): Promise<unknown>;
-  /** One local optimizer step (DiLoCo's inner steps). */
-  step(batches: Batch[]): Promise<{ loss: number }>;
-  state(): Promise<{ step: number; params: Float32Array; m: Float32Array; v: Float32Array }>;
-  setState(s: { step: number; params: Float32Array; m: Float32Array; v: Float32Array }): Promise<void>;
-  stop(): Promise<void>;
-}
+export { JoinRefusedError } from './join.ts';
+export type { PeerProgress } from './data-parallel-mode.ts';
+export type { PeerReplica } from './replica.ts';
+export type { PubSubLike } from '../net/types.ts';
 
-export interface PubSubLike {
-  subscribe(topic: string): void;
-  publish(topic: string, data: Uint8Array): Promise<unknown>;
-  addEventListener(type: 'message', listener: (evt: CustomEvent<{ topic: string; data: Uint8Array; from?: { toString(): string } }>) => void): void;
-}
-
-/** Thrown when the coordinator refuses us or its welcome is unusable. */
-export class JoinRefusedError extends Error {
-  override name = 'JoinRefusedError' as const;
-}
-
-export interface PeerProgress {
-  round: number;
-  loss: number;
-  tokensPerSec: number;
-  peers: number;
-  /** Hash of our parameters after the round (equal on every peer of the run). */
-  paramHash: string;
-}
+/** How often a peer tells the coordinator it is alive (and how fast it trains). */
+export const HEARTBEAT_MS = 2_000;
+/** How long joining (dial, handshake, data, state) may take. */
+const JOIN_TIMEOUT_MS = 30_000;
+/** How long a resync's state fetch may take. */
+const RESYNC_TIMEOUT_MS = 120_000;
+/** Pause between attempts to reach a coordinator that went away. */
+const RECONNECT_PAUSE_MS = 1_000;
+/** Addresses a heartbeat carries at most. */
+const MAX_HEARTBEAT_ADDRS = 16;
 
 export interface PeerOptions {
   libp2p: Libp2pLike & { dial(addr: Multiaddr | Multiaddr[], o?: { signal?: AbortSignal }): Promise<unknown> };
@@ -71,44 +54,35 @@ export interface PeerOptions {
   memoryMB?: number;
 }
 
-const HEARTBEAT_MS = 2_000;
-
 export class PeerRuntime {
-  private config?: RunConfig;
-  private runId = '';
-  private hash = '';
-  private slot = 0;
-  private shards?: string[];
-  private coordinator = '';
-  private replica?: PeerReplica;
-  private allreduce?: AllReduce;
-  /** Pipeline runs: this peer serves one stage instead of holding a replica. */
-  private stagePeer?: StagePeer;
-  private resyncQueued = false;
+  private run?: Welcomed;
+  private mode?: PeerMode;
   private train?: PackedSequences;
-  /** The next round this peer can take part in (its state is that of the start of this round). */
-  round = 0;
-  private paramHash = '';
-  private admitted = new Set<string>();
+  private resyncQueued = false;
+  private readonly admitted = new Set<string>();
   private queue: Promise<void> = Promise.resolve();
-  private current?: { round: number; attempt: number; abort: AbortController };
-  private contribution?: { round: number; values: Float32Array; samples: number; loss: number; global?: Float32Array };
-  private outer?: OuterNesterov;
   private readonly stopping = new AbortController();
   private heartbeat?: ReturnType<typeof setInterval>;
-  private tokensPerSec = 0;
-  private lastRound = Date.now();
   private connected = false;
   private reconnecting?: Promise<void>;
   roundsContributed = 0;
   /** Tokens this peer computed in the rounds it contributed to. */
   tokensContributed = 0;
+  private readonly onGossipEvent = (evt: CustomEvent<GossipMessage>) => this.onGossip(evt.detail);
+  private readonly onDisconnect = (evt: Event) => {
+    if ((evt as CustomEvent).detail.toString() === this.run?.coordinator) this.onCoordinatorLost();
+  };
 
   constructor(private readonly o: PeerOptions) {}
 
   /** This peer's measured training speed (whole-model tokens/s), as it reports it in heartbeats. */
   get speed(): number {
-    return this.stagePeer ? this.stagePeer.tokensPerSec : this.tokensPerSec;
+    return this.mode?.speed ?? 0;
+  }
+
+  /** The next round this peer can take part in. */
+  get round(): number {
+    return this.mode?.round ?? 0;
   }
 
   get peerId(): string {
@@ -119,148 +93,103 @@ export class PeerRuntime {
     await this.join();
     this.o.pubsub.subscribe(TOPIC_CONTROL);
     this.o.pubsub.subscribe(TOPIC_PEERS);
-    this.o.pubsub.addEventListener('message', (evt) => this.onGossip(evt.detail));
-    this.o.libp2p.addEventListener('peer:disconnect', (evt) => {
-      if ((evt as CustomEvent).detail.toString() === this.coordinator) this.onCoordinatorLost();
-    });
+    this.o.pubsub.addEventListener('message', this.onGossipEvent);
+    this.o.libp2p.addEventListener('peer:disconnect', this.onDisconnect);
     this.heartbeat = setInterval(() => void this.sendHeartbeat(), HEARTBEAT_MS);
     void this.sendHeartbeat();
   }
 
   async stop(reason = 'stopping'): Promise<void> {
     this.stopping.abort(new Error(reason));
-    this.current?.abort.abort(new Error(reason));
+    this.mode?.reset(reason);
     if (this.heartbeat) clearInterval(this.heartbeat);
-    if (this.config && this.connected) await this.publish({ ...this.scoped(), type: 'leave', reason });
+    this.o.pubsub.removeEventListener('message', this.onGossipEvent);
+    this.o.libp2p.removeEventListener('peer:disconnect', this.onDisconnect);
+    if (this.run && this.connected) await this.publish({ ...this.envelope(), type: 'leave', reason });
     await this.queue.catch(() => {});
-    await this.allreduce?.stop();
-    await this.replica?.stop();
-    await this.stagePeer?.stop();
+    await this.reconnecting?.catch(() => {});
+    await this.mode?.stop();
   }
 
-  private scoped() {
-    return { v: PROTOCOL_VERSION, runId: this.runId, configHash: this.hash, sender: this.peerId, ts: this.o.clock.now() };
+  private envelope() {
+    const r = this.run!;
+    return envelope({ runId: r.runId, configHash: r.configHash, sender: this.peerId }, this.o.clock.now());
   }
 
   // ---------------------------------------------------------------- joining
 
   private async join(): Promise<void> {
-    const signal = AbortSignal.any([AbortSignal.timeout(30_000), this.stopping.signal]);
-    const conn = (await this.o.libp2p.dial(this.o.coordinatorAddrs, { signal })) as { remotePeer: { toString(): string } };
-    const coordinator = conn.remotePeer.toString();
-    const stream = await this.o.libp2p.dialProtocol(peerIdFromString(coordinator), JOIN_PROTOCOL, { signal });
-    const io = framed(stream, () => ({ from: coordinator }), signal);
-    await io.write({ v: PROTOCOL_VERSION, type: 'join', token: this.o.token, kind: this.o.kind, backend: this.o.backend, tokensPerSec: this.tokensPerSec, memoryMB: this.o.memoryMB ?? 4096, sender: this.peerId });
-    const r = await io.read();
-    await io.close().catch(() => {});
-    if (!r) throw new JoinRefusedError('the coordinator closed the join stream without an answer');
-    if (!r.ok) throw new JoinRefusedError(`the coordinator's answer was rejected (${r.reason}: ${r.detail})`);
-    if (r.msg.type === 'refused') throw new JoinRefusedError(`the coordinator refused to admit us: ${r.msg.reason}`);
-    if (r.msg.type !== 'welcome') throw new JoinRefusedError(`expected a welcome, got ${r.msg.type}`);
-    const welcome = r.msg;
-    const config = validateRunConfig(welcome.config);
-    const hash = await configHash(config);
-    if (hash !== welcome.configHash) throw new JoinRefusedError(`the welcome's config does not match its hash ${welcome.configHash}`);
-    if (this.config && (hash !== this.hash || welcome.runId !== this.runId)) throw new JoinRefusedError('the coordinator now runs a different run or config');
-    const first = !this.config;
-    // Whatever was in flight belongs to the coordinator's previous session.
-    this.current?.abort.abort(new Error('rejoined'));
-    this.current = undefined;
-    this.allreduce?.reset();
-    this.config = config;
-    this.runId = welcome.runId;
-    this.hash = hash;
-    this.slot = welcome.slot;
-    const shardsChanged = !this.shards || this.shards.join() !== welcome.shards.join();
-    this.shards = welcome.shards;
-    this.coordinator = coordinator;
-    this.admitted.add(coordinator);
-    this.connected = true;
-    if (first && config.pipeline) {
-      this.stagePeer = new StagePeer({
-        libp2p: this.o.libp2p,
-        runId: this.runId,
-        configHash: this.hash,
-        config,
-        coordinator: () => this.coordinator,
-        isAdmitted: (p) => this.admitted.has(p),
-        batchAt: (round, k) => samplePackedBatch(this.train!, this.batchSpec(), mixSeed(this.config!.train.seed, round, this.slot, 0, k)),
-        publish: (m) => this.publish(m),
-        resync: (why) => this.requestSync(why),
-        reportFailure: (a, failed, reason) =>
-          void this.publish({ ...this.scoped(), type: 'pipe-error', round: a.round, attempt: a.attempt, micro: 0, failed, reason: reason.slice(0, 500) }),
-        onReject: (reason, from, detail) => this.o.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`),
-        log: this.o.log,
-        onProgress: (p) => {
-          this.round = this.stagePeer!.round;
-          this.roundsContributed++;
-          this.o.onStageProgress?.(p);
-        },
-      });
-      await this.stagePeer.start();
-    } else if (first) {
-      this.replica = await this.o.makeReplica(config);
-      this.allreduce = new AllReduce({
-        libp2p: this.o.libp2p,
-        runId: this.runId,
-        configHash: this.hash,
-        size: (await this.replica.state()).params.length,
-        isAdmitted: (p) => this.admitted.has(p),
-        currentRound: () => this.round,
-        maxPartNorm: config.maxPartNorm,
-        onReject: (reason, from, detail) => this.o.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`),
-        log: this.o.log,
-      });
-      await this.allreduce.start();
+    const limit = deadline(JOIN_TIMEOUT_MS, this.stopping.signal);
+    try {
+      const w = await joinRun(this.o.libp2p, this.o.coordinatorAddrs, { token: this.o.token, kind: this.o.kind, backend: this.o.backend, tokensPerSec: this.speed, memoryMB: this.o.memoryMB }, limit.signal);
+      const before = this.run;
+      if (before && (w.configHash !== before.configHash || w.runId !== before.runId)) throw new JoinRefusedError('the coordinator now runs a different run or config');
+      // Whatever was in flight belongs to the coordinator's previous session.
+      this.mode?.reset('rejoined');
+      const shardsChanged = !before || before.shards.join() !== w.shards.join();
+      this.run = w;
+      this.admitted.add(w.coordinator);
+      this.connected = true;
+      if (!this.mode) {
+        this.mode = await this.makeMode(w);
+        await this.mode.start();
+      }
+      if (shardsChanged) this.train = await fetchTrainingData(this.o.libp2p, w, limit.signal, this.o.log);
+      await this.sync(limit.signal);
+      this.o.log.info(`joined run ${w.runId} (slot ${w.slot}) at round ${this.round}`);
+    } finally {
+      limit.clear();
     }
-    if (shardsChanged) await this.fetchData(signal);
-    await this.sync(signal);
-    this.o.log.info(`joined run ${this.runId} (slot ${this.slot}) at round ${this.round}`);
   }
 
-  private async fetchData(signal: AbortSignal): Promise<void> {
-    const m = this.config!.data;
-    const ids = { runId: this.runId, configHash: this.hash };
-    const parts: Int32Array[] = [];
-    for (const s of m.shards.filter((x) => x.split === 'train' && this.shards!.includes(x.file))) {
-      const bytes = await fetchShard(this.o.libp2p, ids, this.coordinator, m, s.file, signal);
-      parts.push(decodeShard(bytes, m, s.file));
-    }
-    const data = new Int32Array(parts.reduce((a, p) => a + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      data.set(p, off);
-      off += p.length;
-    }
-    this.train = packedSequences(data, m.sequenceLength);
-    this.o.log.info(`verified ${parts.length} shard(s): ${data.length.toLocaleString('en-US')} tokens`);
+  private async makeMode(w: Welcomed): Promise<PeerMode> {
+    const ctx: PeerModeContext = {
+      libp2p: this.o.libp2p as PeerModeContext['libp2p'],
+      config: w.config,
+      runId: w.runId,
+      configHash: w.configHash,
+      me: this.peerId,
+      log: this.o.log,
+      clock: this.o.clock,
+      coordinator: () => this.run!.coordinator,
+      isAdmitted: (p) => this.admitted.has(p),
+      envelope: () => this.envelope(),
+      publish: (m) => this.publish(m),
+      enqueue: (task) => this.enqueue(task),
+      requestSync: (why) => this.requestSync(why),
+      rejoin: (why) => this.rejoin(why),
+      batchAt: (round, inner, k) => samplePackedBatch(this.train!, this.batchSpec(), mixSeed(this.run!.config.train.seed, round, this.run!.slot, inner, k)),
+      stopping: this.stopping.signal,
+      contributed: (tokens) => {
+        this.roundsContributed++;
+        this.tokensContributed += tokens;
+      },
+    };
+    if (w.config.pipeline) return new StageMode(ctx, this.o.onStageProgress);
+    return new DataParallelMode(ctx, await this.o.makeReplica(w.config), this.o.onProgress);
   }
 
-  /** Fetches the coordinator's state (between its rounds) and adopts it. */
+  private batchSpec(): BatchSpec {
+    const c = this.run!.config;
+    return { B: c.train.microBatchSize, T: c.train.seqLen, objective: c.model.objective, maskProb: c.train.maskProb, maskId: c.data.maskId, eosId: c.data.eosId, vocabSize: c.model.vocabSize };
+  }
+
+  /** Fetches the coordinator's state (between its rounds) and hands it to the mode. */
   private async sync(signal: AbortSignal): Promise<void> {
-    const s = await fetchState(this.o.libp2p, { runId: this.runId, configHash: this.hash }, this.coordinator, signal);
-    if (this.stagePeer) {
-      this.stagePeer.adopt(s);
-      this.round = s.round;
-      return;
-    }
-    const replicaState = await this.replica!.state();
-    const n = s.params.length;
-    if (this.config!.mode === 'diloco') {
-      this.outer = new OuterNesterov(this.config!.outer, n, s.optimizer.length === n ? s.optimizer : undefined);
-      await this.replica!.setState({ ...replicaState, params: s.params });
-    } else {
-      await this.replica!.setState({ step: s.step, params: s.params, m: s.optimizer.subarray(0, n), v: s.optimizer.subarray(n) });
-    }
-    this.round = s.round;
-    this.paramHash = hashFloats(s.params);
-    this.contribution = undefined;
+    const r = this.run!;
+    const s = await fetchState(this.o.libp2p, { runId: r.runId, configHash: r.configHash }, r.coordinator, signal);
+    await this.mode!.adopt(s);
+  }
+
+  private async rejoin(why: string): Promise<void> {
+    await this.publish({ ...this.envelope(), type: 'leave', reason: why });
+    await this.join();
   }
 
   private onCoordinatorLost(): void {
     if (this.stopping.signal.aborted || this.reconnecting) return;
     this.connected = false;
-    this.current?.abort.abort(new Error('coordinator disconnected'));
+    this.mode?.reset('coordinator disconnected');
     this.o.log.warn('lost the coordinator; reconnecting');
     this.reconnecting = (async () => {
       while (!this.stopping.signal.aborted) {
@@ -269,7 +198,7 @@ export class PeerRuntime {
           return;
         } catch (err) {
           this.o.log.debug(`reconnect failed: ${(err as Error).message}`);
-          await new Promise((r) => setTimeout(r, 1_000));
+          await sleep(RECONNECT_PAUSE_MS, this.stopping.signal);
         }
       }
     })().finally(() => (this.reconnecting = undefined));
@@ -286,39 +215,41 @@ export class PeerRuntime {
   }
 
   private async sendHeartbeat(): Promise<void> {
-    if (!this.config || !this.connected) return;
-    const step = this.config.mode === 'sync' ? this.round : this.round * this.config.innerSteps;
-    if (this.stagePeer) this.tokensPerSec = this.stagePeer.tokensPerSec;
+    const r = this.run;
+    if (!r || !this.connected) return;
+    const step = r.config.mode === 'sync' ? this.round : this.round * r.config.innerSteps;
     const addrs = this.o.libp2p
       .getMultiaddrs()
       .map((a) => a.toString().replace(/\/p2p\/[^/]+$/, ''))
-      .slice(0, 16);
-    await this.publish({ ...this.scoped(), type: 'heartbeat', round: this.round, step, tokensPerSec: this.tokensPerSec, kind: this.o.kind, backend: this.o.backend, addrs });
+      .slice(0, MAX_HEARTBEAT_ADDRS);
+    await this.publish({ ...this.envelope(), type: 'heartbeat', round: this.round, step, tokensPerSec: this.speed, kind: this.o.kind, backend: this.o.backend, addrs });
   }
 
-  private onGossip(evt: { topic: string; data: Uint8Array; from?: { toString(): string } }): void {
-    if (!this.config) return;
+  private onGossip(evt: GossipMessage): void {
+    const r = this.run;
+    if (!r) return;
     const from = evt.from?.toString() ?? '';
     if (evt.topic === TOPIC_PEERS) return this.onPeerGossip(evt.data, from);
     if (evt.topic !== TOPIC_CONTROL) return;
-    const r = decodeMessage(evt.data, { runId: this.runId, configHash: this.hash, from, isAdmitted: (p) => p === this.coordinator });
-    if (!r.ok) return this.o.log.debug(`rejected control message (${r.reason}): ${r.detail}`);
-    const msg = r.msg;
-    if (msg.type === 'resync' && msg.target === this.peerId) {
-      this.requestSync(`the coordinator asks us to: ${msg.reason}`);
-    } else if (msg.type === 'round' && !this.stagePeer) this.onAnnounce(msg);
-    else if (msg.type === 'pipe-round' && this.stagePeer) {
-      for (const p of msg.participants) this.admitted.add(p);
-      this.stagePeer.onAnnounce(msg);
-    } else if (msg.type === 'pipe-commit' && this.stagePeer) this.stagePeer.onCommit(msg);
+    const d = decodeMessage(evt.data, { runId: r.runId, configHash: r.configHash, from, isAdmitted: (p) => p === r.coordinator });
+    if (!d.ok) return this.o.log.debug(`rejected control message (${d.reason}): ${d.detail}`);
+    const msg = d.msg;
+    if (msg.type === 'resync') {
+      if (msg.target === this.peerId) this.requestSync(`the coordinator asks us to: ${msg.reason}`);
+      return;
+    }
+    // The participants of an announced round may send us parts.
+    if ((msg.type === 'round' || msg.type === 'pipe-round') && msg.round >= this.round) for (const p of msg.participants) this.admitted.add(p);
+    this.mode?.onControl(msg);
   }
 
   /** Heartbeats of other peers tell us where to reach them for averaging. */
   private onPeerGossip(data: Uint8Array, from: string): void {
-    const r = decodeMessage(data, { runId: this.runId, configHash: this.hash, from });
-    if (!r.ok || r.msg.type !== 'heartbeat' || from === this.peerId) return;
+    const r = this.run!;
+    const d = decodeMessage(data, { runId: r.runId, configHash: r.configHash, from });
+    if (!d.ok || d.msg.type !== 'heartbeat' || from === this.peerId) return;
     const addrs: Multiaddr[] = [];
-    for (const a of r.msg.addrs) {
+    for (const a of d.msg.addrs) {
       try {
         addrs.push(multiaddr(a));
       } catch {
@@ -334,7 +265,7 @@ export class PeerRuntime {
     this.resyncQueued = true;
     this.o.log.warn(`resyncing: ${why}`);
     this.enqueue(async () => {
-      const limit = deadline(120_000, this.stopping.signal);
+      const limit = deadline(RESYNC_TIMEOUT_MS, this.stopping.signal);
       try {
         await this.sync(limit.signal);
       } finally {
@@ -348,91 +279,5 @@ export class PeerRuntime {
     this.queue = this.queue.then(task).catch((err) => {
       if (!this.stopping.signal.aborted) this.o.log.warn(`${(err as Error).name}: ${(err as Error).message}`);
     });
-  }
-
-  private onAnnounce(a: RoundAnnounce): void {
-    if (a.round < this.round) return; // an old round (or a re-announcement of one we finished)
-    for (const p of a.participants) this.admitted.add(p);
-    const cur = this.current;
-    if (cur && cur.round === a.round && cur.attempt >= a.attempt) return; // a re-announcement of what we run
-    if (cur && cur.round === a.round && cur.attempt < a.attempt) cur.abort.abort(new Error(`superseded by attempt ${a.attempt}`));
-    if (!a.participants.includes(this.peerId)) return;
-    const abort = new AbortController();
-    this.current = { round: a.round, attempt: a.attempt, abort };
-    this.enqueue(() => this.runRound(a, abort));
-  }
-
-  // ---------------------------------------------------------------- rounds
-
-  private batchSpec(): BatchSpec {
-    const c = this.config!;
-    return { B: c.train.microBatchSize, T: c.train.seqLen, objective: c.model.objective, maskProb: c.train.maskProb, maskId: c.data.maskId, eosId: c.data.eosId, vocabSize: c.model.vocabSize };
-  }
-
-  /** The micro-batches of this peer in a round (and inner step): a pure function of seed, round and slot. */
-  batches(round: number, count: number, inner = 0): Batch[] {
-    const spec = this.batchSpec();
-    return Array.from({ length: count }, (_, k) => samplePackedBatch(this.train!, spec, mixSeed(this.config!.train.seed, round, this.slot, inner, k)));
-  }
-
-  private async computeContribution(a: RoundAnnounce, micro: number): Promise<{ values: Float32Array; samples: number; loss: number; global?: Float32Array }> {
-    const c = this.config!;
-    if (c.mode === 'sync') {
-      const g = await this.replica!.gradients(this.batches(a.round, micro));
-      return { values: g.grads, samples: g.samples, loss: g.loss };
-    }
-    const start = await this.replica!.state();
-    const global = Float32Array.from(start.params);
-    let loss = 0;
-    for (let h = 0; h < c.innerSteps; h++) loss += (await this.replica!.step(this.batches(a.round, micro, h))).loss;
-    const local = await this.replica!.state();
-    return { values: pseudoGradient(global, local.params), samples: micro * c.train.microBatchSize * c.innerSteps, loss: loss / c.innerSteps, global };
-  }
-
-  private async runRound(a: RoundAnnounce, abort: AbortController): Promise<void> {
-    if (abort.signal.aborted || this.stopping.signal.aborted) return;
-    if (a.round !== this.round || a.paramHash !== this.paramHash) {
-      // We are not at the state the round starts from: leave (the coordinator retries at once) and rejoin.
-      this.o.log.warn(`round ${a.round} starts from ${a.paramHash}, we hold ${this.paramHash} at round ${this.round}: resyncing`);
-      await this.publish({ ...this.scoped(), type: 'leave', reason: 'out of sync' });
-      await this.join();
-      return;
-    }
-    const index = a.participants.indexOf(this.peerId);
-    const started = Date.now();
-    if (!this.contribution || this.contribution.round !== a.round) {
-      // Computed once per round: a retry (new attempt) averages the same contribution again.
-      const c = await this.computeContribution(a, a.microBatches[index]);
-      this.contribution = { round: a.round, ...c };
-    }
-    const contribution = this.contribution;
-    const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(a.deadlineMs), this.stopping.signal]);
-    // Connect to the other participants first: a browser cannot be dialled, so it must reach out, and the
-    // others then answer on these connections.
-    const connected = new Set(this.o.libp2p.getConnections().map((c) => c.remotePeer.toString()));
-    await Promise.allSettled(a.participants.filter((p) => p !== this.peerId && !connected.has(p)).map((p) => this.o.libp2p.dial(peerIdFromString(p) as never, { signal })));
-    const avg = await this.allreduce!.run(a.round, a.attempt, a.participants, contribution.values, contribution.samples, [this.coordinator], signal);
-    if (this.config!.mode === 'sync') {
-      await this.replica!.apply(avg);
-    } else {
-      // The outer step starts from the exact global parameters of the round's start (kept, not rebuilt from
-      // local + Δ, which rounds differently on each peer); the inner optimizer state stays local.
-      const s = await this.replica!.state();
-      const global = Float32Array.from(contribution.global!);
-      this.outer!.step(global, avg);
-      await this.replica!.setState({ ...s, params: global });
-    }
-    const params = (await this.replica!.state()).params;
-    this.paramHash = hashFloats(params);
-    this.round = a.round + 1;
-    this.allreduce!.forgetBefore(this.round);
-    this.contribution = undefined;
-    this.roundsContributed++;
-    this.tokensContributed += contribution.samples * this.config!.train.seqLen;
-    const seconds = Math.max(1e-3, (Date.now() - Math.max(started, this.lastRound - 1e9)) / 1000);
-    this.tokensPerSec = (contribution.samples * this.config!.train.seqLen) / seconds;
-    this.lastRound = Date.now();
-    await this.publish({ ...this.scoped(), type: 'done', round: a.round, attempt: a.attempt, paramHash: this.paramHash, loss: contribution.loss, samples: contribution.samples });
-    this.o.onProgress?.({ round: a.round, loss: contribution.loss, tokensPerSec: this.tokensPerSec, peers: a.participants.length, paramHash: this.paramHash });
   }
 }
