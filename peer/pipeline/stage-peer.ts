@@ -29,15 +29,15 @@ import type { RunConfig } from '../../run/config.ts';
 import type { RunState } from '../../net/state-sync.ts';
 import type { Libp2pLike, Logger } from '../../net/types.ts';
 import { PipelineStreamError, readHeader, readValues, writeError, writeTensor, type RunScope } from './activation-io.ts';
+import { ActivationLinks } from './activation-links.ts';
 import { ComputeQueue } from './compute-queue.ts';
-import { averagingGroups, microBatchesOf } from '../../run/pipeline-groups.ts';
+import { attemptChanged, newAttempt, type Attempt } from './stage-attempt.ts';
+import { averagingGroups } from '../../run/pipeline-groups.ts';
 
-/** Share of the round's deadline one hop (and all the route beyond it) may take. */
-const HOP_SHARE_OF_DEADLINE = 0.5;
 /** Times a driver sends a micro-batch before giving up on the attempt (the coordinator then re-plans). */
 const MICRO_BATCH_TRIES = 3;
-/** How long a hop keeps trying to reach the next stage's peer before the micro-batch fails. */
-const DIAL_PATIENCE_MS = 10_000;
+/** How long dialling the round's other participants may take before the attempt goes on. */
+const PRE_DIAL_MS = 2_000;
 /** How long a stream for an attempt we have not seen announced waits for the announcement. */
 const ANNOUNCE_GRACE_MS = 5_000;
 
@@ -76,19 +76,6 @@ export interface StagePeerOptions {
   onProgress?: (p: StageProgress) => void;
 }
 
-interface Attempt {
-  a: PipelineAnnounce;
-  me: number;
-  stage: number;
-  expected: Set<number>;
-  received: Set<number>;
-  processed: Set<number>;
-  abort: AbortController;
-  started: number;
-  busyAtStart: number;
-  bytes: number;
-  changed: Array<() => void>;
-}
 
 export class StagePeer {
   private trainer?: StageTrainer;
@@ -108,9 +95,11 @@ export class StagePeer {
   private chain: Promise<void> = Promise.resolve();
   private readonly stopping = new AbortController();
   private readonly scope: RunScope;
+  private readonly links: ActivationLinks;
 
   constructor(private readonly o: StagePeerOptions) {
     this.scope = { runId: o.runId, configHash: o.configHash, sender: o.libp2p.peerId.toString() };
+    this.links = new ActivationLinks({ libp2p: o.libp2p, runId: o.runId, configHash: o.configHash, config: o.config, isAdmitted: o.isAdmitted, scope: this.scope });
   }
 
   get range(): { from: number; to: number } | undefined {
@@ -166,7 +155,7 @@ export class StagePeer {
     this.commits.set(`${c.round}/${c.attempt}`, c.gradNorm);
     for (const k of this.commits.keys()) if (Number(k.split('/')[0]) < this.round - 1) this.commits.delete(k);
     const cur = this.current;
-    if (cur && cur.a.round === c.round && cur.a.attempt === c.attempt) for (const w of cur.changed.splice(0)) w();
+    if (cur && cur.a.round === c.round && cur.a.attempt === c.attempt) attemptChanged(cur);
   }
 
   onAnnounce(a: PipelineAnnounce): void {
@@ -196,19 +185,7 @@ export class StagePeer {
     // computations still queued will not start (their signal is aborted), and one already running has
     // accumulated (that happens at once when its backward pass starts).
     this.trainer.discardGradients();
-    const att: Attempt = {
-      a,
-      me,
-      stage,
-      expected: new Set(microBatchesOf(a, stage, me)),
-      received: new Set(),
-      processed: new Set(),
-      abort: new AbortController(),
-      started: performance.now(),
-      busyAtStart: this.queue.busyMs,
-      bytes: 0,
-      changed: [],
-    };
+    const att = newAttempt(a, me, stage, this.queue.busyMs);
     this.current = att;
     for (const w of this.attemptWaiters.splice(0)) w();
     this.chain = this.chain
@@ -231,7 +208,7 @@ export class StagePeer {
     this.abandoned.add(`${cur.a.round}/${cur.a.attempt}`);
     if (this.abandoned.size > 64) this.abandoned.delete(this.abandoned.values().next().value!);
     cur.abort.abort(new Error(why));
-    for (const w of cur.changed.splice(0)) w();
+    attemptChanged(cur);
     this.current = undefined;
   }
 
@@ -299,7 +276,12 @@ export class StagePeer {
     // neighbours then send on these connections.
     const connected = new Set(this.o.libp2p.getConnections().map((c) => c.remotePeer.toString()));
     const others = a.participants.filter((p) => p !== this.scope.sender && !connected.has(p));
-    await Promise.allSettled(others.map((p) => this.o.libp2p.dial(peerIdFromString(p) as never, { signal: AbortSignal.any([signal, AbortSignal.timeout(2_000)]) })));
+    const dials = deadline(PRE_DIAL_MS, signal);
+    try {
+      await Promise.allSettled(others.map((p) => this.o.libp2p.dial(peerIdFromString(p) as never, { signal: dials.signal })));
+    } finally {
+      dials.clear();
+    }
     if (att.stage === 0) await this.drive(att, signal);
     await this.wait(att, () => att.processed.size === att.expected.size, signal);
     const windowMs = performance.now() - att.started;
@@ -400,64 +382,13 @@ export class StagePeer {
       out = await this.queue.run('backward', () => trainer.lastStage(input, { targets, weights }), signal);
     } else {
       const activations = await this.queue.run('forward', () => trainer.forward(input), signal);
-      const next = await this.hop(att, m, att.stage + 1, activations, input, targets, weights, signal);
+      const next = await this.links.hop(att, m, att.stage + 1, activations, input, targets, weights, signal);
       const gradInput = await this.queue.run('backward', () => trainer.backward(input, next.gradient), signal);
       out = { gradInput, loss: next.loss };
     }
     att.processed.add(m);
-    for (const w of att.changed.splice(0)) w();
+    attemptChanged(att);
     return out;
-  }
-
-  /** Sends activations to the route's peer of `stage` and waits for the gradient coming back. */
-  private async hop(att: Attempt, m: number, stage: number, activations: Float32Array, input: StageInput, targets: Int32Array, weights: Float32Array, signal: AbortSignal): Promise<{ gradient: Float32Array; loss: number }> {
-    const to = att.a.participants[att.a.routes[m][stage]];
-    // A hop that takes most of the round's deadline has a stalled peer behind it: give up in time to say so.
-    const limit = deadline(Math.max(5_000, att.a.deadlineMs * HOP_SHARE_OF_DEADLINE), signal);
-    try {
-      return await this.hopWithin(att, m, stage, to, activations, input, targets, weights, limit.signal);
-    } finally {
-      limit.clear();
-    }
-  }
-
-  private async hopWithin(att: Attempt, m: number, stage: number, to: string, activations: Float32Array, input: StageInput, targets: Int32Array, weights: Float32Array, hopSignal: AbortSignal): Promise<{ gradient: Float32Array; loss: number }> {
-    const io = framed(await this.dial(to, stage, hopSignal), () => ({ runId: this.o.runId, configHash: this.o.configHash, from: to, isAdmitted: this.o.isAdmitted }), hopSignal);
-    try {
-      const head = this.header(att, m, stage, 'forward', input.B, input.T, 0, targets, weights);
-      att.bytes += await writeTensor(io, this.scope, head, activations);
-      const back = await readHeader(io);
-      if (back.direction !== 'backward' || back.micro !== m || back.round !== att.a.round || back.attempt !== att.a.attempt || back.B !== input.B || back.T !== input.T || back.C !== this.o.config.model.nEmbd) {
-        throw new PipelineStreamError(`stage ${stage} answered micro-batch ${back.micro} (${back.direction}), expected ${m} (backward)`, to);
-      }
-      const { values } = await readValues(io, back);
-      await io.close().catch(() => {});
-      return { gradient: values, loss: back.loss };
-    } catch (err) {
-      io.abort(err as Error);
-      if (err instanceof PipelineStreamError) throw new PipelineStreamError(err.message, err.failed || to);
-      throw new PipelineStreamError(`stage ${stage} peer ${to.slice(-8)}: ${(err as Error).message}`, to);
-    }
-  }
-
-  /**
-   * Dials the next stage's peer, retrying for a while: right after it joined, its addresses may not have
-   * reached us yet (they come with its heartbeats). A peer that stays unreachable fails the micro-batch.
-   */
-  private async dial(to: string, stage: number, signal: AbortSignal): Promise<Stream> {
-    const giveUp = Date.now() + DIAL_PATIENCE_MS;
-    for (let delay = 100; ; delay = Math.min(1_000, delay * 2)) {
-      try {
-        return await this.o.libp2p.dialProtocol(peerIdFromString(to), PIPELINE_PROTOCOL, { signal });
-      } catch (err) {
-        if (signal.aborted || Date.now() > giveUp) throw new PipelineStreamError(`stage ${stage} peer ${to.slice(-8)} unreachable: ${(err as Error).message}`, to);
-        await new Promise((r) => setTimeout(r, delay));
-      }
-    }
-  }
-
-  private header(att: Attempt, m: number, stage: number, direction: 'forward' | 'backward', B: number, T: number, loss: number, targets: Int32Array, weights: Float32Array): Omit<ActivationHeader, 'v' | 'type' | 'runId' | 'configHash' | 'sender' | 'ts'> {
-    return { round: att.a.round, attempt: att.a.attempt, micro: m, stage, direction, B, T, C: this.o.config.model.nEmbd, dtype: this.o.config.pipeline!.activationDtype, loss, targets, weights };
   }
 
   // ---------------------------------------------------------------- serving
@@ -516,7 +447,7 @@ export class StagePeer {
         await io.close().catch(() => {});
         return;
       }
-      att.bytes += await writeTensor(io, this.scope, this.header(att, head.micro, att.stage, 'backward', head.B, head.T, out.loss, new Int32Array(0), new Float32Array(0)), out.gradInput!);
+      att.bytes += await writeTensor(io, this.scope, this.links.header(att, head.micro, att.stage, 'backward', head.B, head.T, out.loss, new Int32Array(0), new Float32Array(0)), out.gradInput!);
       await io.close();
     } catch (err) {
       // A micro-batch whose values never fully arrived was not used: the driver may send it again.
