@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { DEFAULT_TRAIN, modelConfigFromPreset, presetNames, validateTrainConfig, type ModelConfig } from '../engine/config.ts';
 import { ConfigError } from '../engine/errors.ts';
+import { consoleLogger } from './console-logger.ts';
 import { helpText, parseArgs, type FlagSpec } from './args.ts';
 import { BACKENDS, selectBackend } from '../node/backend.ts';
 import { resolveData } from '../node/data/data-source.ts';
@@ -47,15 +48,6 @@ export const COORDINATOR_FLAGS: Record<string, FlagSpec> = {
   help: { type: 'boolean', help: 'show this help' },
 };
 const USAGE = 'usage: peertrain coordinator [--config run.json] [--run-dir DIR] [--http-port P] [--rounds N]';
-
-function consoleLogger(quiet: boolean): Logger {
-  const stamp = () => new Date().toISOString().slice(11, 19);
-  return {
-    info: (m) => (quiet ? undefined : console.error(`${stamp()} ${m}`)),
-    warn: (m) => console.error(`${stamp()} warning: ${m}`),
-    debug: (m) => (process.env.PEERTRAIN_DEBUG ? console.error(`${stamp()} debug: ${m}`) : undefined),
-  };
-}
 
 function readJsonConfig(path: string): Record<string, unknown> {
   try {

@@ -7,7 +7,8 @@ import { availableParallelism, totalmem } from 'node:os';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { PeerRuntime, type PeerReplica } from '../peer/peer.ts';
 import type { RunConfig } from '../run/config.ts';
-import { systemClock, type Logger } from '../net/types.ts';
+import { systemClock } from '../net/types.ts';
+import { consoleLogger } from './console-logger.ts';
 import { helpText, parseArgs, type FlagSpec } from './args.ts';
 import { BACKENDS, selectBackend } from '../node/backend.ts';
 import { ReplicaGroup } from '../node/cluster/replica-group.ts';
@@ -26,15 +27,6 @@ const FLAGS: Record<string, FlagSpec> = {
   help: { type: 'boolean', help: 'show this help' },
 };
 const USAGE = 'usage: peertrain node --join MULTIADDR --token T [--backend B] [--workers N]';
-
-function logger(quiet: boolean, tag: string): Logger {
-  const stamp = () => new Date().toISOString().slice(11, 19);
-  return {
-    info: (m) => (quiet ? undefined : console.error(`${stamp()} ${tag} ${m}`)),
-    warn: (m) => console.error(`${stamp()} ${tag} warning: ${m}`),
-    debug: (m) => (process.env.PEERTRAIN_DEBUG ? console.error(`${stamp()} ${tag} debug: ${m}`) : undefined),
-  };
-}
 
 /** The Node replica: worker threads behind the PeerReplica interface. */
 function groupReplica(group: ReplicaGroup): PeerReplica {
@@ -73,7 +65,7 @@ export async function nodeCommand(argv: string[]): Promise<number> {
   // The wasm heap cannot grow past 4 GiB, whatever the machine has.
   const memoryMB = Number(flags.memory ?? Math.min(Math.floor(totalmem() / 4 / 2 ** 20), cpuLike ? 4096 : Infinity));
   const libp2p = await createPeertrainLibp2p({ listen: parseListen(String(flags.listen)) });
-  const log = logger(Boolean(flags.quiet), `[${libp2p.peerId.toString().slice(-6)}]`);
+  const log = consoleLogger(Boolean(flags.quiet), `[${libp2p.peerId.toString().slice(-6)}]`);
   log.info(`backend ${probe.name} (${probe.detail}) × ${workers} worker${workers > 1 ? 's' : ''}`);
 
   const peer = new PeerRuntime({
