@@ -8,7 +8,7 @@
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { DataManifest } from '../engine/data/manifest.ts';
-import { DATA_PROTOCOL, MAX_DATA_BYTES, PROTOCOL_VERSION, type RejectReason, type ValidationContext } from '../protocol/index.ts';
+import { DATA_PROTOCOL, envelope, MAX_DATA_BYTES, type RejectReason, type ValidationContext } from '../protocol/index.ts';
 import { framed } from './framed.ts';
 import type { Libp2pLike } from './types.ts';
 
@@ -62,7 +62,7 @@ export async function serveData(
       const bytes = await source.readShard(file);
       for (let offset = 0; offset < bytes.length; offset += MAX_DATA_BYTES) {
         const chunk = bytes.subarray(offset, Math.min(bytes.length, offset + MAX_DATA_BYTES));
-        await io.write({ v: PROTOCOL_VERSION, type: 'data', runId: ids.runId, configHash: ids.configHash, sender: me, ts: Date.now(), file, offset, total: bytes.length, bytes: chunk });
+        await io.write({ ...envelope({ ...ids, sender: me }, Date.now()), type: 'data', file, offset, total: bytes.length, bytes: chunk });
       }
       await io.close();
     } catch (err) {
@@ -78,7 +78,7 @@ export async function fetchShard(libp2p: Libp2pLike, ids: RunIds, from: string, 
   const stream = await libp2p.dialProtocol(peerIdFromString(from), DATA_PROTOCOL, { signal });
   const io = framed(stream, (): ValidationContext => ({ ...ids, from }), signal);
   try {
-    await io.write({ v: PROTOCOL_VERSION, type: 'data-request', runId: ids.runId, configHash: ids.configHash, sender: libp2p.peerId.toString(), ts: Date.now(), file });
+    await io.write({ ...envelope({ ...ids, sender: libp2p.peerId.toString() }, Date.now()), type: 'data-request', file });
     const out = new Uint8Array(entry.bytes);
     let filled = 0;
     while (filled < entry.bytes) {

@@ -9,7 +9,7 @@
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { hashFloats } from '../engine/averaging.ts';
-import { partsOf, PROTOCOL_VERSION, STATE_PROTOCOL, type RejectReason, type ValidationContext } from '../protocol/index.ts';
+import { envelope, partsOf, STATE_PROTOCOL, type RejectReason, type ValidationContext } from '../protocol/index.ts';
 import { framed } from './framed.ts';
 import type { Libp2pLike } from './types.ts';
 
@@ -56,7 +56,7 @@ export async function serveState(
       }
       const s = await provide(from);
       const now = Date.now();
-      const base = { v: PROTOCOL_VERSION, runId: ids.runId, configHash: ids.configHash, sender: me, ts: now };
+      const base = envelope({ ...ids, sender: me }, now);
       await io.write({ ...base, type: 'state', round: s.round, step: s.step, paramHash: hashFloats(s.params), params: s.params.length, optimizer: s.optimizer.length, stageFrom: s.stageFrom, stageTo: s.stageTo });
       for (const [chunk, values] of [s.params, s.optimizer].entries()) {
         for (const { offset, length } of partsOf(0, values.length)) {
@@ -76,7 +76,7 @@ export async function fetchState(libp2p: Libp2pLike, ids: RunIds, from: string, 
   // Parts of the served round are fresh whatever round we are at: no round check here.
   const io = framed(stream, (): ValidationContext => ({ ...ids, from }), signal);
   try {
-    await io.write({ v: PROTOCOL_VERSION, type: 'state-request', runId: ids.runId, configHash: ids.configHash, sender: libp2p.peerId.toString(), ts: Date.now() });
+    await io.write({ ...envelope({ ...ids, sender: libp2p.peerId.toString() }, Date.now()), type: 'state-request' });
     const head = await io.read();
     if (!head?.ok || head.msg.type !== 'state') throw new StateSyncError(`state sync from ${from}: ${head ? (head.ok ? `unexpected ${head.msg.type}` : `${head.reason}: ${head.detail}`) : 'no header'}`);
     const h = head.msg;

@@ -4,7 +4,7 @@
  * in the bench). Reading checks every frame against the header, so a peer cannot make us allocate more than
  * the header's B·T·C or write outside it.
  */
-import { fromFloat16, MAX_ACTIVATION_ABS, partsOf, PROTOCOL_VERSION, toFloat16, type ActivationHeader } from '../../protocol/index.ts';
+import { envelope, fromFloat16, MAX_ACTIVATION_ABS, partsOf, toFloat16, type ActivationHeader, type RunScope } from '../../protocol/index.ts';
 import type { FramedStream } from '../../net/framed.ts';
 
 /** Thrown when a pipeline peer's frames do not make a well-formed tensor (or it answers with an error). */
@@ -19,17 +19,13 @@ export class PipelineStreamError extends Error {
   }
 }
 
-export interface RunScope {
-  runId: string;
-  configHash: string;
-  sender: string;
-}
+export type { RunScope };
 
 export type HeaderFields = Omit<ActivationHeader, 'v' | 'type' | 'runId' | 'configHash' | 'sender' | 'ts'>;
 
 /** Writes a header and its values; returns the payload bytes written (for the bench's bytes per token). */
 export async function writeTensor(io: FramedStream, scope: RunScope, head: HeaderFields, values: Float32Array): Promise<number> {
-  const base = { v: PROTOCOL_VERSION, runId: scope.runId, configHash: scope.configHash, sender: scope.sender, ts: Date.now() };
+  const base = envelope(scope, Date.now());
   const expected = head.B * head.T * head.C;
   if (values.length !== expected) throw new PipelineStreamError(`tensor has ${values.length} values, the header says ${expected}`);
   for (let i = 0; i < values.length; i++) {
@@ -80,5 +76,5 @@ export async function readValues(io: FramedStream, head: ActivationHeader): Prom
 
 /** Tells the upstream peer why its micro-batch could not pass. */
 export async function writeError(io: FramedStream, scope: RunScope, round: number, attempt: number, micro: number, failed: string, reason: string): Promise<void> {
-  await io.write({ v: PROTOCOL_VERSION, type: 'pipe-error', runId: scope.runId, configHash: scope.configHash, sender: scope.sender, ts: Date.now(), round, attempt, micro, failed, reason: reason.slice(0, 500) });
+  await io.write({ ...envelope(scope, Date.now()), type: 'pipe-error', round, attempt, micro, failed, reason: reason.slice(0, 500) });
 }

@@ -20,7 +20,7 @@ import { hashFloats } from '../../engine/averaging.ts';
 import { joinStageGradient, splitStageGradient, tiedPrefix } from '../../engine/pipeline-gradients.ts';
 import { StageTrainer, type StageInput } from '../../engine/stage-trainer.ts';
 import type { Batch } from '../../engine/trainer.ts';
-import { PIPELINE_PROTOCOL, PROTOCOL_VERSION, stageAllreduceProtocol, type ActivationHeader, type Message, type PipelineAnnounce, type PipelineCommit, type RejectReason } from '../../protocol/index.ts';
+import { envelope, PIPELINE_PROTOCOL, stageAllreduceProtocol, type ActivationHeader, type Message, type PipelineAnnounce, type PipelineCommit, type RejectReason } from '../../protocol/index.ts';
 import { AllReduce } from '../../net/averaging/allreduce.ts';
 import { deadline } from '../../net/deadline.ts';
 import { framed } from '../../net/framed.ts';
@@ -322,15 +322,11 @@ export class StagePeer {
     // Reported as whole-model tokens/s (what the planner compares across stages): our stage's rate scaled by
     // the share of the model's parts it holds.
     this.tokensPerSec = busyMs > 0 ? (tokens / busyMs) * 1000 * ((this.o.config.model.nLayer + 2) / Math.max(1, range.to - range.from)) : this.tokensPerSec;
-    await this.o.publish({ v: PROTOCOL_VERSION, type: 'done', ...this.scoped(), round: a.round, attempt: a.attempt, paramHash: this.paramHash, loss: isLast ? taken.loss : 0, samples: isLast ? taken.samples : 0 });
+    await this.o.publish({ ...envelope(this.scope, Date.now()), type: 'done', round: a.round, attempt: a.attempt, paramHash: this.paramHash, loss: isLast ? taken.loss : 0, samples: isLast ? taken.samples : 0 });
     const next = this.pending;
     this.pending = undefined;
     if (next && next.round === this.round) queueMicrotask(() => this.onAnnounce(next));
     this.o.onProgress?.({ round: a.round, stage: att.stage, stages: S, loss: isLast ? taken.loss : NaN, microBatches: att.expected.size, busyMs, windowMs, activationBytes: att.bytes, paramHash: this.paramHash });
-  }
-
-  private scoped() {
-    return { runId: this.o.runId, configHash: this.o.configHash, sender: this.scope.sender, ts: Date.now() };
   }
 
   /** First stage: sample our micro-batches and push them through the pipeline, maxInFlight at a time. */
