@@ -12,6 +12,9 @@ import { DATA_PROTOCOL, envelope, MAX_DATA_BYTES, type RejectReason, type Valida
 import { framed } from './framed.ts';
 import type { Libp2pLike } from './types.ts';
 
+/** How long serving one shard may take. */
+const SERVE_TIMEOUT_MS = 300_000;
+
 /** Thrown when a shard cannot be fetched or does not match its hash. */
 export class DataSyncError extends Error {
   override name = 'DataSyncError' as const;
@@ -44,7 +47,7 @@ export async function serveData(
   const known = new Set(source.manifest.shards.map((s) => s.file));
   await libp2p.handle(DATA_PROTOCOL, async (stream: Stream, connection: Connection) => {
     const from = connection.remotePeer.toString();
-    const io = framed(stream, (): ValidationContext => ({ ...ids, from, isAdmitted }), AbortSignal.timeout(300_000));
+    const io = framed(stream, (): ValidationContext => ({ ...ids, from, isAdmitted }), AbortSignal.timeout(SERVE_TIMEOUT_MS));
     try {
       const req = await io.read();
       if (!req) return;

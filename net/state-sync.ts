@@ -13,6 +13,9 @@ import { envelope, partsOf, STATE_PROTOCOL, type RejectReason, type ValidationCo
 import { framed } from './framed.ts';
 import type { Libp2pLike } from './types.ts';
 
+/** How long serving one state transfer may take (the whole model's parameters and optimizer state). */
+const SERVE_TIMEOUT_MS = 300_000;
+
 export interface RunState {
   round: number;
   step: number;
@@ -45,7 +48,7 @@ export async function serveState(
   const me = libp2p.peerId.toString();
   await libp2p.handle(STATE_PROTOCOL, async (stream: Stream, connection: Connection) => {
     const from = connection.remotePeer.toString();
-    const io = framed(stream, (): ValidationContext => ({ ...ids, from, isAdmitted }), AbortSignal.timeout(300_000));
+    const io = framed(stream, (): ValidationContext => ({ ...ids, from, isAdmitted }), AbortSignal.timeout(SERVE_TIMEOUT_MS));
     try {
       const req = await io.read();
       if (!req) return;

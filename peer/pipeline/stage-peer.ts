@@ -24,6 +24,7 @@ import { envelope, PIPELINE_PROTOCOL, stageAllreduceProtocol, type ActivationHea
 import { AllReduce } from '../../net/averaging/allreduce.ts';
 import { deadline } from '../../net/deadline.ts';
 import { framed } from '../../net/framed.ts';
+import { sleep } from '../../net/sleep.ts';
 import { waitUntil } from '../../net/wait-until.ts';
 import type { RunConfig } from '../../run/config.ts';
 import type { RunState } from '../../net/state-sync.ts';
@@ -36,6 +37,12 @@ import { averagingGroups } from '../../run/pipeline-groups.ts';
 
 /** Times a driver sends a micro-batch before giving up on the attempt (the coordinator then re-plans). */
 const MICRO_BATCH_TRIES = 3;
+/** Pause before a refused or dropped micro-batch is sent again, times the tries so far. */
+const RESEND_BACKOFF_MS = 200;
+/** How long an inbound pipeline stream may stay open (a micro-batch's whole route beyond us). */
+const SERVE_STREAM_TIMEOUT_MS = 600_000;
+/** How often a stream from a not-yet-admitted sender looks again whether its announcement came. */
+const ADMISSION_POLL_MS = 25;
 /** How long dialling the round's other participants may take before the attempt goes on. */
 const PRE_DIAL_MS = 2_000;
 /** How long a stream for an attempt we have not seen announced waits for the announcement. */
@@ -353,7 +360,7 @@ export class StagePeer {
               throw err;
             }
             this.o.log.debug(`micro-batch ${m}: ${(err as Error).message}; sending it again`);
-            await new Promise((r) => setTimeout(r, 200 * tries));
+            await sleep(RESEND_BACKOFF_MS * tries, signal);
           }
         }
       }
@@ -408,11 +415,11 @@ export class StagePeer {
   /** A micro-batch from the previous stage's peer: check it is one routed through us, then pass it on. */
   private async serve(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer.toString();
-    const io = framed(stream, () => ({ runId: this.o.runId, configHash: this.o.configHash, from, isAdmitted: this.o.isAdmitted }), AbortSignal.timeout(600_000));
+    const io = framed(stream, () => ({ runId: this.o.runId, configHash: this.o.configHash, from, isAdmitted: this.o.isAdmitted }), AbortSignal.timeout(SERVE_STREAM_TIMEOUT_MS));
     let head: ActivationHeader | undefined;
     try {
       // The sender may have seen the round's announcement (which admits it) before we did.
-      for (const start = Date.now(); !this.o.isAdmitted(from) && Date.now() - start < ANNOUNCE_GRACE_MS; ) await new Promise((r) => setTimeout(r, 25));
+      for (const start = Date.now(); !this.o.isAdmitted(from) && Date.now() - start < ANNOUNCE_GRACE_MS && !this.stopping.signal.aborted; ) await sleep(ADMISSION_POLL_MS, this.stopping.signal);
       head = await readHeader(io);
       const att = await this.attemptFor(head.round, head.attempt);
       const refuse = async (why: string) => {
