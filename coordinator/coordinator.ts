@@ -7,6 +7,7 @@
 import type { PeertrainLibp2p } from '../node/p2p/create-libp2p.ts';
 import type { ShardDataset } from '../node/data/shard-dataset.ts';
 import type { Clock, GossipMessage, Logger } from '../net/types.ts';
+import { averagingFactory } from '../net/averaging/allreduce.ts';
 import { Wakeup } from '../net/sleep.ts';
 import { decodeMessage, TOPIC_CONTROL, TOPIC_PEERS, type RejectReason } from '../protocol/index.ts';
 import type { RunConfig } from '../run/config.ts';
@@ -103,6 +104,16 @@ export class Coordinator {
       states: this.states,
       replica: this.replica,
       control: this.control,
+      averaging: averagingFactory({
+        libp2p: d.libp2p,
+        runId: d.info.runId,
+        configHash: d.configHash,
+        isAdmitted: (p) => this.membership.has(p),
+        currentRound: () => this.book.round,
+        maxPartNorm: this.config.maxPartNorm,
+        onReject: (reason, from, detail) => this.membership.reject(reason, from, detail),
+        log: d.log,
+      }),
       maxRounds: d.maxRounds,
       enoughToStart: (ready) => this.enoughToStart(ready),
       idle: (ms) => this.wakeup.sleep(ms, this.abort.signal),

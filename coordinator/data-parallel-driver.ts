@@ -5,7 +5,7 @@
  * replica takes the same step as the peers). If the averaging does not complete (a peer died or stalled), the
  * round is retried at once as a new attempt without the peers that failed: no round is lost.
  */
-import { AllReduce, AllReduceAbortedError } from '../net/averaging/allreduce.ts';
+import { AllReduceAbortedError, type AllReduce } from '../net/averaging/allreduce.ts';
 import type { RunState } from '../net/state-sync.ts';
 import type { JoinRequest, RoundDone } from '../protocol/index.ts';
 import { splitMicroBatches } from '../run/shares.ts';
@@ -23,18 +23,7 @@ export class DataParallelDriver implements RoundDriver {
   private stateCache?: { round: number; state: RunState };
 
   constructor(private readonly c: RoundContext) {
-    const scope = c.control.scope;
-    this.allreduce = new AllReduce({
-      libp2p: c.libp2p,
-      runId: scope.runId,
-      configHash: scope.configHash,
-      size: c.replica.manifest.totalSize,
-      isAdmitted: (p) => c.members.has(p),
-      currentRound: () => c.book.round,
-      maxPartNorm: c.config.maxPartNorm,
-      onReject: (reason, from, detail) => c.reject(reason, from, detail),
-      log: c.log,
-    });
+    this.allreduce = c.averaging(c.replica.manifest.totalSize);
   }
 
   async start(): Promise<void> {

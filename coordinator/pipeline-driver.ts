@@ -13,12 +13,14 @@ import { hashFloats } from '../engine/averaging.ts';
 import { assembleModelGradient, joinStageGradient, stageSlices, tiedPrefix } from '../engine/pipeline-gradients.ts';
 import { stageManifest } from '../engine/stage-trainer.ts';
 import { partNames } from '../engine/model.ts';
-import { AllReduce, AllReduceAbortedError } from '../net/averaging/allreduce.ts';
+import { AllReduceAbortedError, type AllReduce } from '../net/averaging/allreduce.ts';
 import type { RunState } from '../net/state-sync.ts';
 import { stageAllreduceProtocol, type JoinRequest, type PipelineAnnounce, type PipelineError, type RoundDone } from '../protocol/index.ts';
 import { averagingGroups } from '../run/pipeline-groups.ts';
 import type { PipelineReport } from '../run/status-report.ts';
-import { partCosts, routeMicroBatches, type PipelinePlan } from './pipeline-plan.ts';
+import { partCosts } from './pipeline/partition.ts';
+import type { PipelinePlan } from './pipeline/plan-types.ts';
+import { everyoneRouted, routeMicroBatches } from './pipeline/routing.ts';
 import { StagePlanner } from './pipeline/stage-planner.ts';
 import { IDLE_POLL_MS, REANNOUNCE_MS, type RoundContext, type RoundDriver } from './round-driver.ts';
 
@@ -68,19 +70,7 @@ export class PipelineDriver implements RoundDriver {
   private group(g: number): AllReduce {
     let ar = this.groups.get(g);
     if (!ar) {
-      const { c } = this;
-      ar = new AllReduce({
-        libp2p: c.libp2p,
-        runId: c.control.scope.runId,
-        configHash: c.control.scope.configHash,
-        size: c.replica.manifest.totalSize,
-        protocol: stageAllreduceProtocol(g),
-        isAdmitted: (p) => c.members.has(p),
-        currentRound: () => c.book.round,
-        maxPartNorm: c.config.maxPartNorm,
-        onReject: (reason, from, detail) => c.reject(reason, from, detail),
-        log: c.log,
-      });
+      ar = this.c.averaging(this.c.replica.manifest.totalSize, stageAllreduceProtocol(g));
       this.groups.set(g, ar);
       void ar.start();
     }
@@ -306,24 +296,3 @@ export class PipelineDriver implements RoundDriver {
 }
 
 
-/**
- * Gives every stage peer at least one micro-batch where the stage has enough of them, taking one from the
- * stage's busiest peer (the greedy router may leave a slow peer out): a peer with none could not average, so
- * it would have to sit the round out and fetch the state again.
- */
-export function everyoneRouted(plan: PipelinePlan, participants: string[], routes: number[][]): number[][] {
-  const out = routes.map((r) => [...r]);
-  plan.stages.forEach((stage, s) => {
-    const peers = stage.peers.map((id) => participants.indexOf(id)).filter((i) => i >= 0);
-    for (const p of peers) {
-      const count = (q: number) => out.filter((r) => r[s] === q).length;
-      if (count(p) > 0) continue;
-      const busiest = peers.reduce((a, b) => (count(b) > count(a) ? b : a));
-      if (count(busiest) < 2) continue;
-      // The last micro-batch of the busiest peer moves: routes stay in order for everyone else.
-      const m = out.map((r, i) => [r, i] as const).filter(([r]) => r[s] === busiest).at(-1)![1];
-      out[m][s] = p;
-    }
-  });
-  return out;
-}

@@ -5,6 +5,7 @@
  * through nothing else. A new way to run a round (rounds that close with whoever made the deadline, audited
  * rounds) is a new driver, not a branch in the loop.
  */
+import type { AllReduce } from '../net/averaging/allreduce.ts';
 import type { RunState } from '../net/state-sync.ts';
 import type { Clock, Libp2pLike, Logger } from '../net/types.ts';
 import type { JoinRequest, PipelineError, RejectReason, RoundDone } from '../protocol/index.ts';
@@ -31,6 +32,8 @@ export interface RoundContext {
   states: StateServer;
   replica: ModelReplica;
   control: ControlChannel;
+  /** A new averaging service of the coordinator for vectors of `size` (on `protocol`, default the run's). */
+  averaging(size: number, protocol?: string): AllReduce;
   /** Stop after this round (tests and the demo); undefined runs until stopped. */
   maxRounds?: number;
   /** Whether a round may start with `ready` peers: the session's first waits for --min-peers of them. */

@@ -5,7 +5,7 @@
  */
 import { peerIdFromString } from '@libp2p/peer-id';
 import { hashFloats } from '../engine/averaging.ts';
-import { AllReduce } from '../net/averaging/allreduce.ts';
+import type { AllReduce } from '../net/averaging/allreduce.ts';
 import { deadline } from '../net/deadline.ts';
 import type { RunState } from '../net/state-sync.ts';
 import type { Message, RoundAnnounce } from '../protocol/index.ts';
@@ -46,18 +46,7 @@ export class DataParallelMode implements PeerMode {
   }
 
   async start(): Promise<void> {
-    const { c } = this;
-    this.allreduce = new AllReduce({
-      libp2p: c.libp2p,
-      runId: c.runId,
-      configHash: c.configHash,
-      size: (await this.replica.state()).params.length,
-      isAdmitted: (p) => c.isAdmitted(p),
-      currentRound: () => this.round,
-      maxPartNorm: c.config.maxPartNorm,
-      onReject: (reason, from, detail) => c.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`),
-      log: c.log,
-    });
+    this.allreduce = this.c.averaging((await this.replica.state()).params.length, () => this.round);
     await this.allreduce.start();
   }
 

@@ -5,6 +5,7 @@
  * work (an auditor, a compressed-update peer) is a new mode, not a branch in the runtime.
  */
 import type { Batch } from '../engine/trainer.ts';
+import type { AllReduce } from '../net/averaging/allreduce.ts';
 import type { RunState } from '../net/state-sync.ts';
 import type { Clock, Libp2pLike, Logger } from '../net/types.ts';
 import type { Envelope, Message } from '../protocol/index.ts';
@@ -35,6 +36,11 @@ export interface PeerModeContext {
   rejoin(why: string): Promise<void>;
   /** The k-th micro-batch of this peer in `round` and inner step `inner` (seed, round, slot, inner, k). */
   batchAt(round: number, inner: number, k: number): Batch;
+  /**
+   * A new averaging service of this peer for vectors of `size` (on `protocol`, default the run's); `round()` is
+   * the round this peer is at (older parts are replays).
+   */
+  averaging(size: number, round: () => number, protocol?: string): AllReduce;
   /** The runtime's shutdown signal. */
   stopping: AbortSignal;
   /** A round this peer contributed to is done: `tokens` it computed. */

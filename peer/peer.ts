@@ -9,6 +9,7 @@ import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { samplePackedBatch, type BatchSpec, type PackedSequences } from '../engine/data/batches.ts';
 import { mixSeed } from '../engine/rng.ts';
+import { averagingFactory } from '../net/averaging/allreduce.ts';
 import { deadline } from '../net/deadline.ts';
 import { sleep } from '../net/sleep.ts';
 import { fetchState } from '../net/state-sync.ts';
@@ -159,6 +160,17 @@ export class PeerRuntime {
       requestSync: (why) => this.requestSync(why),
       rejoin: (why) => this.rejoin(why),
       batchAt: (round, inner, k) => samplePackedBatch(this.train!, this.batchSpec(), mixSeed(this.run!.config.train.seed, round, this.run!.slot, inner, k)),
+      averaging: (size, round, protocol) =>
+        averagingFactory({
+          libp2p: this.o.libp2p,
+          runId: w.runId,
+          configHash: w.configHash,
+          isAdmitted: (p) => this.admitted.has(p),
+          currentRound: round,
+          maxPartNorm: w.config.maxPartNorm,
+          onReject: (reason, from, detail) => this.o.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`),
+          log: this.o.log,
+        })(size, protocol),
       stopping: this.stopping.signal,
       contributed: (tokens) => {
         this.roundsContributed++;

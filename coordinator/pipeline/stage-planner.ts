@@ -10,7 +10,10 @@ import type { RunState } from '../../net/state-sync.ts';
 import type { StageReport } from '../../run/status-report.ts';
 import type { Member } from '../membership.ts';
 import type { RoundContext } from '../round-driver.ts';
-import { balancedStageRanges, describePlan, partCosts, planPipeline, stageMemoryBytes, type PipelinePlan, type PlanMember } from '../pipeline-plan.ts';
+import { planPipeline } from './assignment.ts';
+import { stageMemoryBytes } from './memory.ts';
+import { balancedStageRanges, describePlan, partCosts } from './partition.ts';
+import type { PipelinePlan, PlanMember } from './plan-types.ts';
 
 /** How often the coordinator measures its round-trip time to each peer (routing prefers close peers). */
 const PING_EVERY_MS = 5_000;

@@ -10,18 +10,24 @@
  * One instance per peer. Parts may arrive before this peer learns of the round: they are kept (bounded) by
  * round and attempt. A round that cannot complete (a participant died) is abandoned by the caller's signal;
  * the coordinator then announces a new attempt with the survivors.
+ *
+ * This file is only the orchestration (streams, dialling, sending parts, waiting): the buffering and its
+ * conflict checks are PartBuffer's (part-buffer.ts), the arithmetic is the Reducer's (reducer.ts), over an
+ * Aggregator and a Codec, so a new way to average never touches the round loop.
  */
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { ALLREDUCE_PROTOCOL, MAX_PARTICIPANTS, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../../protocol/index.ts';
+import { ALLREDUCE_PROTOCOL, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../../protocol/index.ts';
 import { fanOut, framed } from '../framed.ts';
 import { waitUntil } from '../wait-until.ts';
 import type { Libp2pLike, Logger } from '../types.ts';
+import type { Aggregator } from './aggregator.ts';
+import type { Codec } from './codec.ts';
+import { AllReduceAbortedError } from './errors.ts';
+import { PartBuffer, type BufferedPart, type RoundParts } from './part-buffer.ts';
+import { Reducer } from './reducer.ts';
 
-/** Thrown when a round's averaging is abandoned (deadline or shutdown). */
-export class AllReduceAbortedError extends Error {
-  override name = 'AllReduceAbortedError' as const;
-}
+export { AllReduceAbortedError };
 
 export interface AllReduceOptions {
   libp2p: Libp2pLike;
@@ -39,22 +45,18 @@ export interface AllReduceOptions {
   maxPartNorm: number;
   onReject: (reason: RejectReason, from: string, detail: string) => void;
   log: Logger;
+  /** How the owner of a chunk combines contributions (default weightedMean); every participant must agree. */
+  aggregator?: Aggregator;
+  /** What the wire does to values (default identityCodec); every participant must agree. */
+  codec?: Codec;
 }
 
-interface Incoming {
-  /** Reduce contributions to the chunk we own, by sender. */
-  reduce: Map<string, { weight: number; values: Float32Array; covered: Set<number>; filled: number }>;
-  /** Averaged chunks from their owners, by chunk index. */
-  gather: Map<number, { from: string; values: Float32Array; covered: Set<number>; filled: number }>;
-  changed: Array<() => void>;
-}
-
-const MAX_PENDING_ROUNDS = 8;
 /** How long an unknown sender's stream waits for the announcement that admits it. */
 const ADMISSION_GRACE_MS = 5_000;
 
 export class AllReduce {
-  private readonly rounds = new Map<string, Incoming>();
+  private readonly buffer: PartBuffer;
+  private readonly reducer: Reducer;
   private readonly me: string;
   private readonly protocol: string;
   /** Bytes this peer sent in averaging frames (bench and status). */
@@ -63,6 +65,8 @@ export class AllReduce {
   constructor(private readonly o: AllReduceOptions) {
     this.me = o.libp2p.peerId.toString();
     this.protocol = o.protocol ?? ALLREDUCE_PROTOCOL;
+    this.buffer = new PartBuffer({ size: o.size });
+    this.reducer = new Reducer({ aggregator: o.aggregator, codec: o.codec });
   }
 
   async start(): Promise<void> {
@@ -71,35 +75,17 @@ export class AllReduce {
 
   async stop(): Promise<void> {
     await this.o.libp2p.unhandle(this.protocol);
-    for (const r of this.rounds.values()) for (const w of r.changed) w();
-    this.rounds.clear();
-  }
-
-  private key(round: number, attempt: number): string {
-    return `${round}/${attempt}`;
-  }
-
-  private state(round: number, attempt: number): Incoming {
-    const k = this.key(round, attempt);
-    let s = this.rounds.get(k);
-    if (!s) {
-      s = { reduce: new Map(), gather: new Map(), changed: [] };
-      this.rounds.set(k, s);
-      // Bounded memory: forget the oldest rounds.
-      while (this.rounds.size > MAX_PENDING_ROUNDS) this.rounds.delete(this.rounds.keys().next().value!);
-    }
-    return s;
+    this.buffer.reset();
   }
 
   /** Drops every buffered part (after a reconnect: the coordinator may have restarted its rounds). */
   reset(): void {
-    for (const r of this.rounds.values()) for (const w of r.changed.splice(0)) w();
-    this.rounds.clear();
+    this.buffer.reset();
   }
 
   /** Drops buffers of rounds before `round`. */
   forgetBefore(round: number): void {
-    for (const k of [...this.rounds.keys()]) if (Number(k.split('/')[0]) < round) this.rounds.delete(k);
+    this.buffer.forgetBefore(round);
   }
 
   private ctx(from: string): ValidationContext {
@@ -149,29 +135,10 @@ export class AllReduce {
     }
   }
 
+  /** `p` is a reduce or gather part (onStream refuses the rest). */
   private accept(p: TensorPart, from: string): void {
-    // No chunk is longer than the whole vector, and no run has more chunks than participants allowed: a part
-    // claiming otherwise would make us allocate for nothing.
-    if (p.total > this.o.size || p.chunk >= MAX_PARTICIPANTS) {
-      this.o.onReject('structure', from, `part of chunk ${p.chunk} claims ${p.total} values (the vector has ${this.o.size})`);
-      return;
-    }
-    const s = this.state(p.round, p.attempt);
-    const target = p.phase === 'reduce' ? s.reduce : s.gather;
-    const key = p.phase === 'reduce' ? from : p.chunk;
-    let slot = (target as Map<string | number, { weight?: number; from?: string; values: Float32Array; covered: Set<number>; filled: number }>).get(key);
-    if (!slot) {
-      slot = { weight: p.weight, from, values: new Float32Array(p.total), covered: new Set(), filled: 0 };
-      (target as Map<string | number, typeof slot>).set(key, slot);
-    }
-    if (slot.values.length !== p.total || (p.phase === 'reduce' && slot.weight !== p.weight) || slot.covered.has(p.offset) || (p.phase === 'gather' && slot.from !== from)) {
-      this.o.onReject('structure', from, `part ${p.phase} chunk ${p.chunk} offset ${p.offset} conflicts with earlier parts`);
-      return;
-    }
-    slot.covered.add(p.offset);
-    slot.values.set(p.values, p.offset);
-    slot.filled += p.values.length;
-    for (const w of s.changed.splice(0)) w();
+    const verdict = this.buffer.accept(p as BufferedPart, from);
+    if (!verdict.ok) this.o.onReject('structure', from, verdict.detail);
   }
 
   /** Dials, retrying while the peer's addresses are not yet known (its first heartbeat may still be on its way). */
@@ -222,7 +189,7 @@ export class AllReduce {
     }));
   }
 
-  private wait(s: Incoming, done: () => boolean, signal: AbortSignal): Promise<void> {
+  private wait(s: RoundParts, done: () => boolean, signal: AbortSignal): Promise<void> {
     return waitUntil(s.changed, done, signal, (reason) => new AllReduceAbortedError(`averaging abandoned: ${String((reason as Error | undefined)?.message ?? reason)}`));
   }
 
@@ -236,7 +203,7 @@ export class AllReduce {
     if (mine < 0) throw new Error('allreduce: this peer is not a participant');
     if (values.length > this.o.size || values.length < P) throw new Error(`allreduce: contribution has ${values.length} values, expected ${P} to ${this.o.size}`);
     const size = values.length;
-    const s = this.state(round, attempt);
+    const s = this.buffer.open(round, attempt);
     const result = new Float32Array(size);
     // Reduce: our slice of every other owner's chunk.
     // Sends run in the background; a failure there shows up as a chunk that never completes (and, on the
@@ -251,63 +218,60 @@ export class AllReduce {
     const own = chunkBounds(size, P, mine);
     const ownLen = own.end - own.start;
     const others = participants.filter((p) => p !== this.me);
-    await this.wait(s, () => others.every((p) => s.reduce.get(p)?.filled === ownLen), signal);
-    // Weighted mean of our chunk in float64: the order of arrival does not change the result.
-    const acc = new Float64Array(ownLen);
-    let total = weight;
-    const mySlice = values.subarray(own.start, own.end);
-    for (let i = 0; i < ownLen; i++) acc[i] = weight * mySlice[i];
-    for (const p of others) {
-      const c = s.reduce.get(p)!;
-      total += c.weight;
-      for (let i = 0; i < ownLen; i++) acc[i] += c.weight * c.values[i];
-    }
-    const mean = new Float32Array(ownLen);
-    for (let i = 0; i < ownLen; i++) mean[i] = acc[i] / total;
+    await this.wait(s, () => others.every((p) => s.contribution(p, ownLen)), signal);
+    const { mean, weight: total } = this.reducer.reduce(
+      { weight, values: values.subarray(own.start, own.end) },
+      others.map((p) => s.contribution(p, ownLen)!),
+      ownLen,
+    );
     result.set(mean, own.start);
     // Gather: our averaged chunk to everyone else and to the observers.
     const gathers = [...others, ...observers.filter((o) => o !== this.me && !participants.includes(o))].map((to) =>
       background(this.send(to, this.parts(round, attempt, 'gather', mine, mean, total), child()), `gather to ${to.slice(-8)}`),
     );
-    await this.wait(
-      s,
-      () => participants.every((_, j) => j === mine || s.gather.get(j)?.filled === chunkBounds(size, P, j).end - chunkBounds(size, P, j).start),
-      signal,
-    );
-    for (let j = 0; j < P; j++) {
-      if (j === mine) continue;
-      const g = s.gather.get(j)!;
-      if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
-      result.set(g.values, chunkBounds(size, P, j).start);
-    }
+    await this.wait(s, () => participants.every((_, j) => j === mine || s.gathered(j, chunkLength(size, P, j))), signal);
+    for (let j = 0; j < P; j++) if (j !== mine) result.set(this.fromOwner(s, participants, j, size), chunkBounds(size, P, j).start);
     await Promise.all([...sends, ...gathers]);
-    this.rounds.delete(this.key(round, attempt));
+    this.buffer.drop(round, attempt);
     return result;
   }
 
   /** As an observer (not contributing): waits for every averaged chunk of the round and returns the mean. */
   async observe(round: number, attempt: number, participants: string[], signal: AbortSignal, size = this.o.size): Promise<Float32Array> {
     const P = participants.length;
-    const s = this.state(round, attempt);
-    const len = (j: number) => chunkBounds(size, P, j).end - chunkBounds(size, P, j).start;
-    await this.wait(s, () => participants.every((_, j) => s.gather.get(j)?.filled === len(j)), signal);
+    const s = this.buffer.open(round, attempt);
+    await this.wait(s, () => participants.every((_, j) => s.gathered(j, chunkLength(size, P, j))), signal);
     const result = new Float32Array(size);
-    for (let j = 0; j < P; j++) {
-      const g = s.gather.get(j)!;
-      if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
-      result.set(g.values, chunkBounds(size, P, j).start);
-    }
-    this.rounds.delete(this.key(round, attempt));
+    for (let j = 0; j < P; j++) result.set(this.fromOwner(s, participants, j, size), chunkBounds(size, P, j).start);
+    this.buffer.drop(round, attempt);
     return result;
+  }
+
+  /** Averaged chunk `j` of a complete gather, refusing it unless its owner sent it. */
+  private fromOwner(s: RoundParts, participants: string[], j: number, size: number): Float32Array {
+    const g = s.gathered(j, chunkLength(size, participants.length, j))!;
+    if (g.from !== participants[j]) throw new AllReduceAbortedError(`chunk ${j} came from ${g.from}, not its owner`);
+    return g.values;
   }
 
   /** Which chunks of a round have fully arrived (for the coordinator to find a failed owner). */
   gatheredChunks(round: number, attempt: number, participants: string[], size = this.o.size): number[] {
-    const s = this.rounds.get(this.key(round, attempt));
-    if (!s) return [];
-    const P = participants.length;
-    return participants
-      .map((_, j) => j)
-      .filter((j) => s.gather.get(j)?.filled === chunkBounds(size, P, j).end - chunkBounds(size, P, j).start);
+    return this.buffer.gatheredChunks(round, attempt, participants.length, size);
   }
+}
+
+/** What every averaging service of one party (the coordinator, or one peer) shares: all but size and protocol. */
+export type AveragingScope = Omit<AllReduceOptions, 'size' | 'protocol'>;
+
+/**
+ * The averaging services of one party, made from its scope: one per vector size and protocol (the data-parallel
+ * vector, or each pipeline group's). start() each before its first round.
+ */
+export function averagingFactory(scope: AveragingScope): (size: number, protocol?: string) => AllReduce {
+  return (size, protocol) => new AllReduce({ ...scope, size, ...(protocol ? { protocol } : {}) });
+}
+
+function chunkLength(size: number, parts: number, index: number): number {
+  const { start, end } = chunkBounds(size, parts, index);
+  return end - start;
 }

@@ -26,6 +26,7 @@ export class StageMode implements PeerMode {
       publish: (m) => c.publish(m),
       resync: (why) => c.requestSync(why),
       reportFailure: (a, failed, reason) => void c.publish({ ...c.envelope(), type: 'pipe-error', round: a.round, attempt: a.attempt, micro: 0, failed, reason: reason.slice(0, MAX_REASON_CHARS) }),
+      averaging: (size, round, protocol) => c.averaging(size, round, protocol),
       onReject: (reason, from, detail) => c.log.debug(`rejected ${reason} from ${from.slice(-8)}: ${detail}`),
       log: c.log,
       onProgress: (p) => {

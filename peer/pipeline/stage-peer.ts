@@ -21,7 +21,7 @@ import { joinStageGradient, splitStageGradient, tiedPrefix } from '../../engine/
 import { StageTrainer, type StageInput } from '../../engine/stage-trainer.ts';
 import type { Batch } from '../../engine/trainer.ts';
 import { envelope, PIPELINE_PROTOCOL, stageAllreduceProtocol, type ActivationHeader, type Message, type PipelineAnnounce, type PipelineCommit, type RejectReason } from '../../protocol/index.ts';
-import { AllReduce } from '../../net/averaging/allreduce.ts';
+import type { AllReduce } from '../../net/averaging/allreduce.ts';
 import { deadline } from '../../net/deadline.ts';
 import { framed } from '../../net/framed.ts';
 import { sleep } from '../../net/sleep.ts';
@@ -78,6 +78,8 @@ export interface StagePeerOptions {
   resync: (why: string) => void;
   /** A micro-batch could not pass `failed` (a peer id, or '' when unknown): tell the coordinator. */
   reportFailure: (a: PipelineAnnounce, failed: string, reason: string) => void;
+  /** A new averaging service for one of our groups (vectors of `size`, on `protocol`). */
+  averaging: (size: number, round: () => number, protocol: string) => AllReduce;
   onReject: (reason: RejectReason, from: string, detail: string) => void;
   log: Logger;
   onProgress?: (p: StageProgress) => void;
@@ -235,18 +237,7 @@ export class StagePeer {
     }
     if (!ar) {
       this.groupSizes.set(g, size);
-      ar = new AllReduce({
-        libp2p: this.o.libp2p,
-        runId: this.o.runId,
-        configHash: this.o.configHash,
-        size,
-        protocol: stageAllreduceProtocol(g),
-        isAdmitted: this.o.isAdmitted,
-        currentRound: () => this.round,
-        maxPartNorm: this.o.config.maxPartNorm,
-        onReject: this.o.onReject,
-        log: this.o.log,
-      });
+      ar = this.o.averaging(size, () => this.round, stageAllreduceProtocol(g));
       this.groups.set(g, ar);
       void ar.start().catch((err) => this.o.log.warn(`cannot listen for stage averaging group ${g}: ${(err as Error).message}`));
     }

@@ -6,17 +6,11 @@ import { describe, expect, it } from 'vitest';
 import { DEFAULT_TRAIN, type ModelConfig } from '../../engine/config.ts';
 import { partNames } from '../../engine/model.ts';
 import type { StageRange } from '../../engine/stages.ts';
-import {
-  balancedStageRanges,
-  chooseStageCount,
-  describePlan,
-  partCosts,
-  planPipeline,
-  routeMicroBatches,
-  stageMemoryBytes,
-  type PipelinePlan,
-  type PlanMember,
-} from '../../coordinator/pipeline-plan.ts';
+import { planPipeline } from '../../coordinator/pipeline/assignment.ts';
+import { stageMemoryBytes } from '../../coordinator/pipeline/memory.ts';
+import { balancedStageRanges, chooseStageCount, describePlan, partCosts } from '../../coordinator/pipeline/partition.ts';
+import type { PipelinePlan, PlanMember } from '../../coordinator/pipeline/plan-types.ts';
+import { routeMicroBatches } from '../../coordinator/pipeline/routing.ts';
 
 const MODEL: ModelConfig = { vocabSize: 65, blockSize: 32, nLayer: 4, nHead: 4, nEmbd: 64, objective: 'causal' };
 const TRAIN = { ...DEFAULT_TRAIN, seqLen: 32 };
