@@ -19,6 +19,7 @@ import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { ALLREDUCE_PROTOCOL, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../../protocol/index.ts';
 import { fanOut, framed } from '../framed.ts';
+import { sleep } from '../sleep.ts';
 import { waitUntil } from '../wait-until.ts';
 import type { Libp2pLike, Logger } from '../types.ts';
 import type { Aggregator } from './aggregator.ts';
@@ -53,6 +54,13 @@ export interface AllReduceOptions {
 
 /** How long an unknown sender's stream waits for the announcement that admits it. */
 const ADMISSION_GRACE_MS = 5_000;
+/** How often such a stream looks again whether the announcement came. */
+const ADMISSION_POLL_MS = 25;
+/** How long one inbound averaging stream may stay open. */
+const INBOUND_STREAM_TIMEOUT_MS = 120_000;
+/** Back-off between dials of a participant not reachable yet (doubling up to the maximum). */
+const DIAL_RETRY_MS = 100;
+const DIAL_RETRY_MAX_MS = 1_000;
 
 export class AllReduce {
   private readonly buffer: PartBuffer;
@@ -61,6 +69,7 @@ export class AllReduce {
   private readonly protocol: string;
   /** Bytes this peer sent in averaging frames (bench and status). */
   bytesSent = 0;
+  private stopping = new AbortController();
 
   constructor(private readonly o: AllReduceOptions) {
     this.me = o.libp2p.peerId.toString();
@@ -70,10 +79,12 @@ export class AllReduce {
   }
 
   async start(): Promise<void> {
+    this.stopping = new AbortController();
     await this.o.libp2p.handle(this.protocol, (stream, connection) => this.onStream(stream, connection), { maxInboundStreams: 256 });
   }
 
   async stop(): Promise<void> {
+    this.stopping.abort(new AllReduceAbortedError('averaging stopped'));
     await this.o.libp2p.unhandle(this.protocol);
     this.buffer.reset();
   }
@@ -105,12 +116,12 @@ export class AllReduce {
    * announcement a moment before judging the sender (its frames are only read, and counted, after that).
    */
   private async admittedSoon(peer: string, ms: number): Promise<void> {
-    for (const start = Date.now(); !this.o.isAdmitted(peer) && Date.now() - start < ms; ) await new Promise((r) => setTimeout(r, 25));
+    for (const start = Date.now(); !this.o.isAdmitted(peer) && Date.now() - start < ms && !this.stopping.signal.aborted; ) await sleep(ADMISSION_POLL_MS, this.stopping.signal);
   }
 
   private async onStream(stream: Stream, connection: Connection): Promise<void> {
     const from = connection.remotePeer.toString();
-    const io = framed(stream, () => this.ctx(from), AbortSignal.timeout(120_000));
+    const io = framed(stream, () => this.ctx(from), AbortSignal.timeout(INBOUND_STREAM_TIMEOUT_MS));
     try {
       await this.admittedSoon(from, ADMISSION_GRACE_MS);
       for (;;) {
@@ -143,13 +154,13 @@ export class AllReduce {
 
   /** Dials, retrying while the peer's addresses are not yet known (its first heartbeat may still be on its way). */
   private async dial(to: string, signal: AbortSignal): Promise<Stream> {
-    for (let delay = 100; ; delay = Math.min(1_000, delay * 2)) {
+    for (let delay = DIAL_RETRY_MS; ; delay = Math.min(DIAL_RETRY_MAX_MS, delay * 2)) {
       try {
         return await this.o.libp2p.dialProtocol(peerIdFromString(to), this.protocol, { signal });
       } catch (err) {
         if (signal.aborted) throw new AllReduceAbortedError(`could not reach ${to.slice(-8)}: ${(err as Error).message}`);
         this.o.log.debug(`dial ${to.slice(-8)} failed (${(err as Error).name}); retrying`);
-        await new Promise((r) => setTimeout(r, delay));
+        await sleep(delay, signal);
       }
     }
   }
