@@ -17,7 +17,7 @@
  */
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { ALLREDUCE_PROTOCOL, chunkBounds, partsOf, PROTOCOL_VERSION, type RejectReason, type TensorPart, type ValidationContext } from '../../protocol/index.ts';
+import { ALLREDUCE_PROTOCOL, chunkBounds, envelope, partsOf, type RejectReason, type TensorPart, type ValidationContext } from '../../protocol/index.ts';
 import { fanOut, framed } from '../framed.ts';
 import { sleep } from '../sleep.ts';
 import { waitUntil } from '../wait-until.ts';
@@ -183,12 +183,8 @@ export class AllReduce {
   private parts(round: number, attempt: number, phase: 'reduce' | 'gather', chunk: number, values: Float32Array, weight: number): TensorPart[] {
     const now = Date.now();
     return partsOf(0, values.length).map(({ offset, length }) => ({
-      v: PROTOCOL_VERSION,
+      ...envelope({ runId: this.o.runId, configHash: this.o.configHash, sender: this.me }, now),
       type: 'part',
-      runId: this.o.runId,
-      configHash: this.o.configHash,
-      sender: this.me,
-      ts: now,
       round,
       attempt,
       phase,
