@@ -115,7 +115,8 @@ export class Trainer {
       grads = Object.fromEntries(names.map((n, k) => [n, result.acc[k]]));
     }
     // One read at the end, so the device is never stalled between micro-batches.
-    const total_ = addMany(losses);
+    // Inside a tidy: the pairwise sums between the losses and the total are intermediates to dispose.
+    const total_ = tf.tidy(() => addMany(losses));
     const loss = (await total_.data())[0];
     tf.dispose([total_, ...losses]);
     return { loss, grads: grads! };
