@@ -57,7 +57,7 @@ export class ModelReplica {
     }
     const c = loadCheckpoint(p);
     const round = Number(c.dataPosition.round ?? c.step);
-    this.trainer.importParams(c.params);
+    // Each GlobalUpdate puts the parameters where it keeps them (the trainer, or DiLoCo's global copy and the trainer).
     this.update.restore({ step: c.step, params: c.params, m: c.m, v: c.v });
     this.d.log.info(`resumed from ${p} at round ${round}`);
     return round;

@@ -17,20 +17,26 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** A sleep that `wake()` ends early: a loop polls at its pace, and reacts at once when something changes. */
+/**
+ * A sleep that `wake()` ends early: a loop polls at its pace, and reacts at once when something changes. No
+ * AbortSignal.any per sleep: an idle loop sleeps four times a second, and each composite would hang on the
+ * long-lived stop signal.
+ */
 export class Wakeup {
-  private waiters = new Set<() => void>();
+  private readonly waiters = new Set<() => void>();
 
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      const early = new AbortController();
+      if (signal?.aborted) return resolve();
       const done = () => {
-        this.waiters.delete(wake);
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        this.waiters.delete(done);
         resolve();
       };
-      const wake = () => early.abort();
-      this.waiters.add(wake);
-      void sleep(ms, signal ? AbortSignal.any([signal, early.signal]) : early.signal).then(done);
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+      this.waiters.add(done);
     });
   }
 
